@@ -1,0 +1,59 @@
+"""The limits every guardrail reads: defaults for all agents, overridable per agent.
+
+A leaf module: decoded from ``[limits]`` and ``[agents.NAME.limits]`` of ``chatbox.toml``
+by the config loader, checked by :meth:`Limits.validate`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+DEFAULT_GIVE_UP_PHRASES: tuple[str, ...] = (
+    "i give up",
+    "i am giving up",
+    "i'm giving up",
+    "i cannot complete this task",
+    "i can't complete this task",
+    "i am unable to complete this task",
+    "i'm unable to complete this task",
+    "i am stuck and need human help",
+    "i'm stuck and need human help",
+    "escalating to a human",
+)
+
+
+class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Bounds on one agent's autonomy (DESIGN §5)."""
+
+    max_hops: int = 6
+    max_turns_per_hour: int = 30
+    repeat_threshold: int = 3
+    near_duplicate_ratio: float = 0.9
+    max_consecutive_failures: int = 3
+    max_turn_seconds: float = 600.0
+    max_output_bytes: int = 1024 * 1024
+    kill_grace_seconds: float = 5.0
+    max_redeliveries: int = 3
+    max_batch: int = 100
+    give_up_phrases: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_GIVE_UP_PHRASES))
+
+    def validate(self) -> list[str]:
+        """Return one sentence per impossible value; empty when all is well."""
+        problems = []
+        for name in ("max_hops", "max_turns_per_hour", "repeat_threshold",
+                     "max_consecutive_failures", "max_output_bytes", "max_batch"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.repeat_threshold < 2:
+            problems.append(f"repeat_threshold must be at least 2, got {self.repeat_threshold}")
+        if self.max_redeliveries < 0:
+            problems.append(f"max_redeliveries must be 0 or more, got {self.max_redeliveries}")
+        if not 0.0 < self.near_duplicate_ratio <= 1.0:
+            problems.append(f"near_duplicate_ratio must be in (0, 1], got {self.near_duplicate_ratio}")
+        if self.max_turn_seconds <= 0:
+            problems.append(f"max_turn_seconds must be positive, got {self.max_turn_seconds}")
+        if self.kill_grace_seconds < 0:
+            problems.append(f"kill_grace_seconds must be 0 or more, got {self.kill_grace_seconds}")
+        if any(not p.strip() for p in self.give_up_phrases):
+            problems.append("give_up_phrases must not contain an empty phrase")
+        return problems
