@@ -1,0 +1,74 @@
+"""Agents as the operator sees them: add, list, show, pause, resume, revoke."""
+
+from __future__ import annotations
+
+import json
+
+from bus import wire
+from broker import channels, offsets, principals
+from broker.context import Ctx
+from broker.dispatcher import Dispatcher
+from broker.errors import Forbidden, NotFound
+
+
+def require_admin(ctx: Ctx, what: str) -> None:
+    if not ctx.principal.is_human:
+        raise Forbidden(f"only a human or admin may {what}")
+
+
+def add(ctx: Ctx, req: wire.AddAgent, token: str) -> None:
+    require_admin(ctx, "add an agent")
+    principals.create(ctx.db, req.name, "agent", token, engine=req.engine, now=ctx.now)
+    for ch in req.subscribe:
+        channels.get(ctx, ch, "subscribe")
+        channels.subscribe(ctx, ch, req.view, req.wake, req.name)
+
+
+def info(ctx: Ctx, name: str) -> wire.AgentInfo:
+    row = ctx.db.execute(
+        "SELECT p.name, p.engine, p.revoked_at, a.state, a.epoch, a.current_turn, a.supervisor, "
+        "a.paused, a.paused_reason FROM principals p JOIN agent_state a ON a.agent = p.name "
+        "WHERE p.name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no agent named {name!r}", field="name")
+    _, engine, revoked, state, epoch, current, sup, paused, reason = row
+    last = ctx.db.execute(
+        "SELECT id, agent, epoch, outcome, exit_code, started_at, ended_at, excerpt, batch "
+        "FROM turns WHERE agent = ? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
+    last_turn = None
+    if last is not None:
+        batch = sorted(s for seqs in json.loads(last[8]).values() for s in seqs)
+        last_turn = wire.TurnInfo(id=last[0], agent=last[1], epoch=last[2], outcome=last[3],
+                                  exit_code=last[4], started_at=last[5], ended_at=last[6],
+                                  excerpt=last[7] or "", batch=batch)
+    return wire.AgentInfo(name=name, state=state, epoch=epoch, paused=bool(paused),
+                          paused_reason=reason, engine=engine,
+                          subscriptions=channels.subscriptions_of(ctx, name),
+                          offsets=offsets.of(ctx, name), current_turn=current, last_turn=last_turn,
+                          supervisor=sup, revoked=revoked is not None)
+
+
+def list_all(ctx: Ctx) -> list[wire.AgentInfo]:
+    return [info(ctx, n) for (n,) in ctx.db.execute(
+        "SELECT name FROM principals WHERE role = 'agent' ORDER BY name").fetchall()]
+
+
+def set_paused(ctx: Ctx, dispatcher: Dispatcher, name: str, paused: bool,
+               reason: str | None) -> wire.AgentInfo:
+    require_admin(ctx, "pause or resume an agent")
+    state, epoch, *_ = dispatcher.state(ctx, name)
+    ctx.db.execute("UPDATE agent_state SET paused = ?, paused_reason = ?, failures = 0, "
+                   "updated_at = ? WHERE agent = ?",
+                   (int(paused), (reason or f"paused by {ctx.principal.name}") if paused else None,
+                    ctx.now, name))
+    ctx.db.execute("INSERT INTO transitions(agent, from_state, to_state, epoch, cause, at) "
+                   "VALUES (?,?,?,?,?,?)", (name, state, state, epoch,
+                                            f"{'paused' if paused else 'resumed'} by "
+                                            f"{ctx.principal.name}", ctx.now))
+    ctx.publish(wire.agent_topic(name), wire.AgentEvent(agent=name, state=state, epoch=epoch,
+                                                        paused=paused, cause="pause"))
+    if not paused and state == "ASLEEP" and offsets.has_due(ctx, name):
+        # ASLEEP -> WAKING: resumed with work waiting
+        dispatcher.transition(ctx, name, "WAKING", f"resumed by {ctx.principal.name}",
+                              epoch=epoch + 1, publish_wake=True)
+    return info(ctx, name)

@@ -1,0 +1,163 @@
+"""Channels, subscriptions and the read ACL (DESIGN §3, §7).
+
+Humans and admins read everything. An agent reads history only in channels it is subscribed to;
+it may see (post to, open a thread in) any channel that is not private or a canary; private
+channels and canaries are for their members alone.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bus import wire
+from broker.context import Ctx, Principal
+from broker.errors import Conflict, Forbidden, Invalid, NotFound
+from broker.principals import get as get_principal
+
+CHANNEL_RE = re.compile(r"^#[a-z0-9][a-z0-9_.-]{0,63}$")
+STANDING = (("#general", "Everyone, everything"), ("#dispatch", "Work handed out and reported"),
+            ("#alerts", "Escalations for a human"))
+MEMBERS_ONLY = ("private", "canary")
+MAX_TOPIC = 200
+
+
+def check_channel_name(name: str, field: str = "channel") -> str:
+    if not isinstance(name, str) or not CHANNEL_RE.match(name):
+        raise Invalid(f"{field} {name!r} is invalid: a channel is # followed by 1-64 of "
+                      "a-z 0-9 _ . - (e.g. #general)", field=field)
+    return name
+
+
+def create_standing(ctx: Ctx) -> None:
+    for name, topic in STANDING:
+        ctx.db.execute(
+            "INSERT OR IGNORE INTO channels(name, topic, kind, created_by, created_at) "
+            "VALUES (?, ?, 'standing', NULL, ?)", (name, topic, ctx.now))
+
+
+def get(ctx: Ctx, name: str, field: str = "channel") -> tuple:
+    """(name, topic, kind, created_by, last_seq, last_activity, archived) or NotFound."""
+    check_channel_name(name, field)
+    row = ctx.db.execute(
+        "SELECT name, topic, kind, created_by, last_seq, last_activity, archived FROM channels "
+        "WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no channel {name}", field=field)
+    return row
+
+
+def subscription(ctx: Ctx, who: str, channel: str) -> tuple[str, str] | None:
+    return ctx.db.execute("SELECT view, wake FROM subscriptions WHERE principal = ? AND channel = ?",
+                          (who, channel)).fetchone()
+
+
+def require_visible(ctx: Ctx, row: tuple, p: Principal | None = None) -> None:
+    """May ``p`` see this channel at all (post to it, open a thread in it)?"""
+    p = p or ctx.principal
+    if p.is_human or row[2] not in MEMBERS_ONLY:
+        return
+    if subscription(ctx, p.name, row[0]) is None:
+        raise Forbidden(f"{row[0]} is {row[2]}: for its members only", field="channel")
+
+
+def require_readable(ctx: Ctx, row: tuple) -> None:
+    """May the principal read this channel's history? Agents: only where subscribed."""
+    p = ctx.principal
+    if p.is_human:
+        return
+    if subscription(ctx, p.name, row[0]) is None:
+        raise Forbidden(f"not subscribed to {row[0]}: subscribe first to read it", field="channel")
+
+
+def create(ctx: Ctx, name: str, topic: str, kind: str) -> wire.ChannelInfo:
+    check_channel_name(name, "name")
+    topic = (topic or "").strip()
+    if kind == "adhoc" and not topic:
+        raise Invalid("an ad-hoc channel needs a topic", field="topic")
+    if len(topic) > MAX_TOPIC:
+        raise Invalid(f"topic is {len(topic)} characters, over the limit of {MAX_TOPIC}",
+                      field="topic")
+    if kind in ("canary",) and not ctx.principal.is_human:
+        raise Forbidden("only a human or admin may create a canary channel", field="kind")
+    if ctx.db.execute("SELECT 1 FROM channels WHERE name = ?", (name,)).fetchone():
+        raise Conflict(f"channel {name} already exists", field="name")
+    ctx.db.execute("INSERT INTO channels(name, topic, kind, created_by, created_at) "
+                   "VALUES (?, ?, ?, ?, ?)", (name, topic, kind, ctx.principal.name, ctx.now))
+    if kind == "private":
+        _upsert_subscription(ctx, ctx.principal.name, name, "full", "all", 0)
+    return info(ctx, name)
+
+
+def subscribe(ctx: Ctx, channel: str, view: str, wake: str, agent: str | None) -> wire.SubscriptionResult:
+    who = agent or ctx.principal.name
+    if who != ctx.principal.name and not ctx.principal.is_human:
+        raise Forbidden("an agent may subscribe only itself", field="agent")
+    get_principal(ctx.db, who)
+    row = get(ctx, channel)
+    if row[2] in MEMBERS_ONLY and not ctx.principal.is_human and subscription(ctx, who, channel) is None:
+        raise Forbidden(f"{channel} is {row[2]}: a human adds its members", field="channel")
+    if row[6]:
+        raise Invalid(f"{channel} is archived", field="channel")
+    _upsert_subscription(ctx, who, channel, view, wake, row[4])
+    acked = ctx.db.execute("SELECT acked FROM offsets WHERE principal = ? AND channel = ?",
+                           (who, channel)).get
+    return wire.SubscriptionResult(agent=who, subscription=wire.Subscription(
+        channel=channel, view=view, wake=wake, last_read=acked or 0))
+
+
+def _upsert_subscription(ctx: Ctx, who: str, channel: str, view: str, wake: str,
+                         start_at: int) -> None:
+    ctx.db.execute(
+        "INSERT INTO subscriptions(principal, channel, view, wake, created_at) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(principal, channel) DO UPDATE SET view = excluded.view, wake = excluded.wake",
+        (who, channel, view, wake, ctx.now))
+    # A new subscriber starts at the channel's present: history stays readable, but is not
+    # a backlog that wakes it.
+    ctx.db.execute(
+        "INSERT OR IGNORE INTO offsets(principal, channel, acked, delivered, updated_at) "
+        "VALUES (?, ?, ?, ?, ?)", (who, channel, start_at, start_at, ctx.now))
+
+
+def unsubscribe(ctx: Ctx, channel: str, agent: str | None) -> None:
+    who = agent or ctx.principal.name
+    if who != ctx.principal.name and not ctx.principal.is_human:
+        raise Forbidden("an agent may unsubscribe only itself", field="agent")
+    get(ctx, channel)
+    if subscription(ctx, who, channel) is None:
+        raise NotFound(f"{who} is not subscribed to {channel}", field="channel")
+    ctx.db.execute("DELETE FROM subscriptions WHERE principal = ? AND channel = ?", (who, channel))
+
+
+def subscriptions_of(ctx: Ctx, who: str) -> list[wire.Subscription]:
+    return [wire.Subscription(channel=c, view=v, wake=w, last_read=a or 0)
+            for c, v, w, a in ctx.db.execute(
+                "SELECT s.channel, s.view, s.wake, o.acked FROM subscriptions s LEFT JOIN offsets o "
+                "ON o.principal = s.principal AND o.channel = s.channel WHERE s.principal = ? "
+                "ORDER BY s.channel", (who,))]
+
+
+def info(ctx: Ctx, name: str) -> wire.ChannelInfo:
+    for ch in rooms(ctx, only=name):
+        return ch
+    raise NotFound(f"no channel {name}", field="channel")
+
+
+def rooms(ctx: Ctx, only: str | None = None) -> list[wire.ChannelInfo]:
+    """Channels the principal can see, with its subscription and unread count in each."""
+    p = ctx.principal
+    out = []
+    for name, topic, kind, by, last_seq, last_act, view, wake, acked in ctx.db.execute(
+            "SELECT c.name, c.topic, c.kind, c.created_by, c.last_seq, c.last_activity, "
+            "s.view, s.wake, o.acked FROM channels c "
+            "LEFT JOIN subscriptions s ON s.channel = c.name AND s.principal = ?1 "
+            "LEFT JOIN offsets o ON o.channel = c.name AND o.principal = ?1 "
+            "WHERE c.archived = 0 AND (?2 IS NULL OR c.name = ?2) ORDER BY c.name", (p.name, only)):
+        if kind in MEMBERS_ONLY and view is None and not p.is_human:
+            continue
+        unread = ctx.db.execute(
+            "SELECT count(*) FROM messages WHERE channel = ? AND seq > ? AND author != ?",
+            (name, acked or 0, p.name)).get if (view is not None or p.is_human) else 0
+        out.append(wire.ChannelInfo(name=name, topic=topic, kind=kind, created_by=by,
+                                    last_seq=last_seq, last_activity=last_act, unread=unread,
+                                    subscribed=view is not None, view=view, wake=wake))
+    return out

@@ -1,0 +1,231 @@
+"""The dispatcher: one finite state machine per agent, ``ASLEEP -> WAKING -> BUSY -> ASLEEP``.
+
+Changed only here, each change in the request's transaction together with its cause, and one
+log line per change. Wakes are published after the commit (through the outbox). Nothing here runs
+on a timer: every transition is caused by a message, a claim, a report, a Hello, or the death of
+a supervisor's connection (libzmq's ROUTER_NOTIFY, backed by ZMTP heartbeats).
+
+Epochs fence: every move out of ASLEEP and every claim bumps the epoch; a claim must carry the
+epoch of the wake it answers and a report the epoch of its turn, so nothing stale is applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import structlog
+
+from bus import wire
+from broker import messages, offsets
+from broker.context import Ctx
+from broker.errors import Conflict, Forbidden, NotFound
+from broker.liveness import Liveness
+from guardrails.limits import Limits
+
+log = structlog.get_logger("dispatcher")
+
+ALLOWED = {("ASLEEP", "WAKING"), ("WAKING", "BUSY"), ("WAKING", "ASLEEP"), ("BUSY", "ASLEEP"),
+           ("BUSY", "WAKING")}
+
+
+class Dispatcher:
+    def __init__(self, limits_for: Callable[[str], Limits], liveness: Liveness | None = None):
+        self.limits_for = limits_for
+        self.liveness = liveness or Liveness()
+
+    # ------------------------------------------------------------------ state
+    def state(self, ctx: Ctx, agent: str) -> tuple:
+        """(state, epoch, current_turn, supervisor, paused, paused_reason, failures)."""
+        row = ctx.db.execute(
+            "SELECT state, epoch, current_turn, supervisor, paused, paused_reason, failures "
+            "FROM agent_state WHERE agent = ?", (agent,)).fetchone()
+        if row is None:
+            raise NotFound(f"no agent named {agent!r}", field="agent")
+        return row
+
+    def transition(self, ctx: Ctx, agent: str, to: str, cause: str, *, epoch: int | None = None,
+                   turn: int | None = None, publish_wake: bool = False) -> int:
+        """The one writer of agent_state.state; returns the (possibly new) epoch."""
+        frm, old_epoch, *_ = self.state(ctx, agent)
+        if (frm, to) not in ALLOWED:
+            raise Conflict(f"{agent}: no transition {frm} -> {to} ({cause})")
+        new_epoch = old_epoch if epoch is None else epoch
+        ctx.db.execute(
+            "UPDATE agent_state SET state = ?, epoch = ?, current_turn = ?, updated_at = ? "
+            "WHERE agent = ?", (to, new_epoch, turn, ctx.now, agent))
+        ctx.db.execute("INSERT INTO transitions(agent, from_state, to_state, epoch, cause, at) "
+                       "VALUES (?,?,?,?,?,?)", (agent, frm, to, new_epoch, cause, ctx.now))
+        log.info("transition", agent=agent, frm=frm, to=to, epoch=new_epoch, cause=cause)
+        ctx.publish(wire.agent_topic(agent), wire.AgentEvent(agent=agent, state=to, epoch=new_epoch,
+                                                             turn=turn, cause=cause))
+        if publish_wake:
+            ctx.publish(wire.wake_topic(agent), wire.WakeEvent(agent=agent, epoch=new_epoch))
+        return new_epoch
+
+    def _wake(self, ctx: Ctx, agent: str, epoch: int, cause: str) -> None:
+        # ASLEEP -> WAKING: a message is due; the wake goes out after the commit
+        self.transition(ctx, agent, "WAKING", cause, epoch=epoch + 1, publish_wake=True)
+
+    # ------------------------------------------------------------------ messages
+    def on_message(self, ctx: Ctx, msg: wire.Message) -> None:
+        """Wake every sleeping agent that ``msg`` is due for; the rest find it in the log."""
+        parent_author = None
+        if msg.in_reply_to is not None:
+            parent_author = ctx.db.execute("SELECT author FROM messages WHERE seq = ?",
+                                           (msg.in_reply_to,)).get
+        for agent, wake, state, epoch, paused in ctx.db.execute(
+                "SELECT s.principal, s.wake, a.state, a.epoch, a.paused FROM subscriptions s "
+                "JOIN agent_state a ON a.agent = s.principal "
+                "JOIN principals p ON p.name = s.principal AND p.revoked_at IS NULL "
+                "WHERE s.channel = ? AND s.principal != ?", (msg.channel, msg.author)).fetchall():
+            if wake == "none" or paused or state != "ASLEEP":
+                continue
+            if wake == "mentions" and agent not in msg.mentions and parent_author != agent:
+                continue
+            self._wake(ctx, agent, epoch, f"message #{msg.seq} in {msg.channel}")
+
+    # ------------------------------------------------------------------ supervisors
+    def _require_self(self, ctx: Ctx, agent: str) -> None:
+        p = ctx.principal
+        if p.name != agent and p.role != "admin":
+            raise Forbidden(f"{p.name} may not act as the supervisor of {agent}", field="agent")
+
+    def hello(self, ctx: Ctx, req: wire.Hello) -> wire.HelloResult:
+        self._require_self(ctx, req.agent)
+        state, epoch, turn, sup, paused, _, _ = self.state(ctx, req.agent)
+        if sup and sup != req.supervisor and self.liveness.is_alive(sup):
+            raise Conflict(f"agent {req.agent} already has a running supervisor ({sup}); "
+                           "stop it first", field="agent")
+        ctx.db.execute("UPDATE agent_state SET supervisor = ? WHERE agent = ?",
+                       (req.supervisor, req.agent))
+        self.liveness.watch(req.supervisor, req.pid, req.host)
+        if state == "BUSY" and not (sup == req.supervisor and req.turn == turn
+                                    and req.epoch == epoch):
+            # BUSY -> ASLEEP: the supervisor that ran the turn is gone (a fresh Hello)
+            self.lose_turn(ctx, req.agent, f"supervisor {req.supervisor} said hello without "
+                                           f"turn {turn}")
+        state, epoch = self.state(ctx, req.agent)[:2]
+        if state == "ASLEEP" and not paused and offsets.has_due(ctx, req.agent):
+            # ASLEEP -> WAKING: work was waiting when the supervisor came
+            epoch = self.transition(ctx, req.agent, "WAKING", "pending work at hello",
+                                    epoch=epoch + 1)
+            state = "WAKING"
+        return wire.HelloResult(state=state, epoch=epoch, paused=bool(paused),
+                                pending=state == "WAKING" and not paused)
+
+    def on_supervisor_exit(self, ctx: Ctx, sup: str) -> None:
+        """A supervisor process exited: its turn, if any, is lost."""
+        for agent, state in ctx.db.execute(
+                "SELECT agent, state FROM agent_state WHERE supervisor = ?", (sup,)).fetchall():
+            ctx.db.execute("UPDATE agent_state SET supervisor = NULL WHERE agent = ?", (agent,))
+            if state == "BUSY":
+                # BUSY -> ASLEEP: the supervisor died mid-turn
+                self.lose_turn(ctx, agent, f"supervisor {sup} exited")
+
+    def lose_turn(self, ctx: Ctx, agent: str, cause: str) -> None:
+        _, _, turn, *_ = self.state(ctx, agent)
+        batch = self._batch(ctx, turn)
+        ctx.db.execute("UPDATE turns SET outcome = 'lost', ended_at = ? WHERE id = ?",
+                       (ctx.now, turn))
+        for seqs in batch.values():
+            for seq in seqs:
+                ctx.db.execute(
+                    "INSERT INTO redeliveries(agent, seq, count) VALUES (?, ?, 1) "
+                    "ON CONFLICT(agent, seq) DO UPDATE SET count = count + 1", (agent, seq))
+        self.transition(ctx, agent, "ASLEEP", f"turn {turn} lost: {cause}")
+
+    # ------------------------------------------------------------------ turns
+    def _check_supervisor(self, agent: str, registered: str | None, claimed: str) -> None:
+        if registered != claimed:
+            raise Conflict(f"{claimed} is not the registered supervisor of {agent} "
+                           f"({registered or 'none'}); say hello first", field="supervisor")
+
+    def claim(self, ctx: Ctx, req: wire.Claim) -> wire.ClaimResult:
+        self._require_self(ctx, req.agent)
+        state, epoch, _, sup, paused, _, _ = self.state(ctx, req.agent)
+        self._check_supervisor(req.agent, sup, req.supervisor)
+        if state != "WAKING" or req.epoch != epoch:
+            raise Conflict(f"stale claim for {req.agent}: it is {state} at epoch {epoch}, the "
+                           f"claim is for epoch {req.epoch}", field="epoch")
+        limits = self.limits_for(req.agent)
+        batch = [] if paused else offsets.unacked(ctx, req.agent, limits.max_batch, due_only=True)
+        if not batch:
+            # WAKING -> ASLEEP: nothing was due after all
+            self.transition(ctx, req.agent, "ASLEEP", "claim found an empty batch")
+            return wire.ClaimResult(turn=None, epoch=epoch)
+        counts = dict(ctx.db.execute(
+            "SELECT seq, count FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ?",
+            (req.agent, batch[0].seq, batch[-1].seq)))
+        for m in batch:
+            m.redelivered = m.seq in counts
+        by_channel: dict[str, list[int]] = {}
+        for m in batch:
+            by_channel.setdefault(m.channel, []).append(m.seq)
+        newest = batch[-1]
+        turn = ctx.db.execute(
+            "INSERT INTO turns(agent, epoch, batch, chain, hop, started_at) VALUES (?,?,?,?,?,?) "
+            "RETURNING id", (req.agent, epoch + 1, json.dumps(by_channel), newest.chain,
+                             max(m.hop for m in batch), ctx.now)).get
+        offsets.deliver(ctx, req.agent, batch)
+        # WAKING -> BUSY: the supervisor claimed the wake; a turn opens
+        epoch = self.transition(ctx, req.agent, "BUSY", f"turn {turn} claimed with "
+                                f"{len(batch)} messages", epoch=epoch + 1, turn=turn)
+        return wire.ClaimResult(turn=turn, epoch=epoch, messages=batch)
+
+    def _batch(self, ctx: Ctx, turn: int | None) -> dict[str, list[int]]:
+        if turn is None:
+            return {}
+        raw = ctx.db.execute("SELECT batch FROM turns WHERE id = ?", (turn,)).get
+        return json.loads(raw) if raw else {}
+
+    def open_turn(self, ctx: Ctx, agent: str, turn: int) -> tuple[int, int]:
+        """(chain, hop) of a turn still in flight for ``agent``; a post from any other is refused."""
+        state, _, current, *_ = self.state(ctx, agent)
+        if state != "BUSY" or current != turn:
+            raise Conflict(f"turn {turn} is not in flight for {agent}: a post from a finished "
+                           "or lost turn is refused", field="turn")
+        return ctx.db.execute("SELECT chain, hop FROM turns WHERE id = ?", (turn,)).fetchone()
+
+    def report(self, ctx: Ctx, req: wire.TurnReport) -> wire.ReportResult:
+        self._require_self(ctx, req.agent)
+        state, epoch, turn, sup, _, _, failures = self.state(ctx, req.agent)
+        self._check_supervisor(req.agent, sup, req.supervisor)
+        if state != "BUSY" or turn != req.turn or epoch != req.epoch:
+            raise Conflict(f"stale report for turn {req.turn} of {req.agent} (epoch "
+                           f"{req.epoch}); the agent is {state} at epoch {epoch}", field="epoch")
+        batch = self._batch(ctx, turn)
+        reply = None
+        if req.reply is not None and req.reply.strip():
+            chain, hop = self.open_turn(ctx, req.agent, turn)
+            newest = max(s for seqs in batch.values() for s in seqs)
+            target = messages.get(ctx, newest)
+            parent = target.in_reply_to if target.in_reply_to is not None else target.seq
+            reply = messages.post(ctx, wire.Post(body=req.reply[:messages.MAX_BODY],
+                                                 in_reply_to=parent),
+                                  chain=chain, hop=hop + 1, turn=turn)
+        acked = {}
+        for channel, seqs in batch.items():
+            offsets.set_acked(ctx, req.agent, channel, max(seqs))
+            acked[channel] = max(seqs)
+            ctx.db.execute(f"DELETE FROM redeliveries WHERE agent = ? AND seq IN "
+                           f"({','.join('?' * len(seqs))})", (req.agent, *seqs))
+        ctx.db.execute(
+            "UPDATE turns SET ended_at = ?, outcome = ?, exit_code = ?, digest = ?, excerpt = ?, "
+            "output = ? WHERE id = ?", (ctx.now, req.outcome, req.exit_code, req.digest,
+                                        req.excerpt[:2000], req.output[:65536], turn))
+        failed = req.outcome in ("failed", "timeout")
+        ctx.db.execute("UPDATE agent_state SET failures = ? WHERE agent = ?",
+                       (failures + 1 if failed else 0, req.agent))
+        if reply is not None:
+            self.on_message(ctx, reply)
+        if offsets.has_due(ctx, req.agent) and not self.state(ctx, req.agent)[4]:
+            # BUSY -> WAKING: more arrived during the turn; one next turn drains it all
+            self.transition(ctx, req.agent, "WAKING", f"turn {turn} {req.outcome}; more is due",
+                            epoch=epoch + 1, publish_wake=True)
+            new_state = "WAKING"
+        else:
+            # BUSY -> ASLEEP: turn reported, nothing more is due
+            self.transition(ctx, req.agent, "ASLEEP", f"turn {turn} {req.outcome}")
+            new_state = "ASLEEP"
+        return wire.ReportResult(state=new_state, acked=acked, reply=reply)

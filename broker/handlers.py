@@ -1,0 +1,185 @@
+"""Request routing: one decoded envelope in, one reply out, inside the batch's transaction.
+
+Each request runs in its own savepoint, so it is all-or-nothing while the batch shares one commit
+(group commit). A request with an idempotency key that was answered before gets the first answer
+again, and is not applied twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import msgspec
+import structlog
+
+from bus import wire
+from broker import agents, channels, messages, offsets, principals
+from broker.context import Ctx, Principal
+from broker.dispatcher import Dispatcher
+from broker.errors import BrokerError, Invalid
+from broker.store import Store
+from chatbox.workspace import Workspace, new_token, write_secret
+
+log = structlog.get_logger("broker")
+
+
+class Handlers:
+    def __init__(self, store: Store, workspace: Workspace, dispatcher: Dispatcher,
+                 version: str, started_at: float):
+        self.store = store
+        self.db = store.db
+        self.workspace = workspace
+        self.auth = principals.Auth(store.db)
+        self.dispatcher = dispatcher
+        self.version = version
+        self.started_at = started_at
+
+    # ------------------------------------------------------------------ envelope
+    def handle(self, payload: bytes, now: float,
+               outbox: list[tuple[bytes, wire.Event]]) -> bytes:
+        """Answer one request frame. Never raises: every failure becomes an error reply."""
+        try:
+            env = wire.envelope_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            rid = _salvage_rid(payload)
+            log.warning("bad_frame", error=str(exc)[:200], size=len(payload))
+            return wire.encode(wire.Reply(rid=rid, error=wire.Error(
+                code="bad_frame", message=f"undecodable request: {exc}")))
+        if env.v != wire.PROTOCOL_VERSION:
+            return _error(env.rid, "version", f"protocol version {env.v} is not supported "
+                          f"(this broker speaks {wire.PROTOCOL_VERSION})")
+        try:
+            principal = self.auth.authenticate(env.token)
+        except BrokerError as exc:
+            log.warning("auth_failed", op=type(env.req).__name__)
+            return _error(env.rid, exc.code, exc.message)
+        ctx = Ctx(self.db, principal, now)
+        try:
+            with self.store.savepoint():
+                if env.idem is not None:
+                    stored = self.db.execute(
+                        "SELECT reply FROM requests WHERE principal = ? AND key = ?",
+                        (principal.name, env.idem)).get
+                    if stored is not None:
+                        return wire.encode(wire.Reply(
+                            rid=env.rid, result=msgspec.msgpack.decode(stored, type=wire.ResultBody)))
+                result = self.route(ctx, env.req)
+                if env.idem is not None and type(env.req) not in wire.READ_ONLY:
+                    self.db.execute("INSERT INTO requests(principal, key, reply, created_at) "
+                                    "VALUES (?, ?, ?, ?)",
+                                    (principal.name, env.idem, wire.encode(result), now))
+        except BrokerError as exc:
+            return _error(env.rid, exc.code, exc.message, exc.field)
+        except Exception:
+            log.exception("request_failed", op=type(env.req).__name__)
+            return _error(env.rid, "internal", "internal error; see the broker log")
+        outbox.extend(ctx.outbox)
+        return wire.encode(wire.Reply(rid=env.rid, result=result))
+
+    # ------------------------------------------------------------------ routing
+    def route(self, ctx: Ctx, req: wire.Request) -> wire.Result:
+        d = self.dispatcher
+        match req:
+            case wire.Post():
+                return wire.MessageResult(message=self.post(ctx, req))
+            case wire.Read(channel=ch, since=since, limit=limit):
+                return messages.read(ctx, ch, since, limit)
+            case wire.GetPost(seq=seq):
+                return messages.thread(ctx, seq)
+            case wire.Ack(channel=ch, up_to=up_to):
+                return offsets.ack(ctx, ch, up_to)
+            case wire.Inbox(limit=limit):
+                return offsets.inbox(ctx, limit)
+            case wire.Subscribe(channel=ch, view=view, wake=wake, agent=agent):
+                result = channels.subscribe(ctx, ch, view, wake, agent)
+                return result
+            case wire.Unsubscribe(channel=ch, agent=agent):
+                channels.unsubscribe(ctx, ch, agent)
+                return wire.Done()
+            case wire.Rooms():
+                return wire.RoomsResult(channels=channels.rooms(ctx))
+            case wire.CreateChannel(name=name, topic=topic, kind=kind):
+                return wire.ChannelResult(channel=channels.create(ctx, name, topic, kind))
+            case wire.SetFlag(seq=seq, action=action, resolution=resolution):
+                return wire.MessageResult(message=messages.set_flag(ctx, seq, action, resolution))
+            case wire.Search(query=q, channel=ch, limit=limit):
+                return messages.search(ctx, q, ch, limit)
+            case wire.Whoami():
+                return wire.PrincipalResult(name=ctx.principal.name, role=ctx.principal.role)
+            case wire.Status():
+                return self.status(ctx)
+            case wire.AddAgent():
+                return self.add_agent(ctx, req)
+            case wire.ListAgents():
+                return wire.AgentsResult(agents=agents.list_all(ctx))
+            case wire.ShowAgent(name=name):
+                return wire.AgentResult(agent=agents.info(ctx, name))
+            case wire.SetPaused(name=name, paused=paused, reason=reason):
+                return wire.AgentResult(agent=agents.set_paused(ctx, d, name, paused, reason))
+            case wire.Revoke(name=name):
+                agents.require_admin(ctx, "revoke a principal")
+                principals.revoke(ctx.db, name, ctx.now)
+                self.auth.forget()
+                return wire.Done()
+            case wire.Hello():
+                return d.hello(ctx, req)
+            case wire.Claim():
+                return d.claim(ctx, req)
+            case wire.TurnReport():
+                return d.report(ctx, req)
+        raise Invalid(f"unknown request {type(req).__name__}")
+
+    def post(self, ctx: Ctx, req: wire.Post) -> wire.Message:
+        chain = None
+        hop = 0
+        if req.turn is not None:
+            chain, hop = self.dispatcher.open_turn(ctx, ctx.principal.name, req.turn)
+            hop += 1
+        msg = messages.post(ctx, req, chain=chain, hop=hop, turn=req.turn)
+        self.dispatcher.on_message(ctx, msg)
+        return msg
+
+    def add_agent(self, ctx: Ctx, req: wire.AddAgent) -> wire.AgentCreated:
+        token = new_token()
+        agents.add(ctx, req, token)
+        path = self.workspace.agent_token_path(req.name)
+        write_secret(path, token)
+        log.info("agent_added", agent=req.name, token_path=str(path))
+        return wire.AgentCreated(name=req.name, token=token, token_path=str(path))
+
+    def status(self, ctx: Ctx) -> wire.StatusResult:
+        return wire.StatusResult(
+            version=self.version, workspace=str(self.workspace.root), pid=os.getpid(),
+            started_at=self.started_at,
+            last_seq=self.db.execute("SELECT coalesce(max(seq), 0) FROM messages").get,
+            channels=self.db.execute("SELECT count(*) FROM channels").get,
+            principals=self.db.execute("SELECT count(*) FROM principals").get,
+            agents=agents.list_all(ctx))
+
+    def on_supervisor_exit(self, fd: int, now: float) -> list[tuple[bytes, wire.Event]]:
+        sup = self.dispatcher.liveness.exited(fd)
+        if sup is None:
+            return []
+        log.info("supervisor_exited", supervisor=sup)
+        ctx = Ctx(self.db, Principal("broker", "admin"), now)
+        self.dispatcher.on_supervisor_exit(ctx, sup)
+        return ctx.outbox
+
+
+def _error(rid: int, code: str, message: str, field: str | None = None) -> bytes:
+    return wire.encode(wire.Reply(rid=rid, error=wire.Error(code=code, message=message,
+                                                            field=field)))
+
+
+def _salvage_rid(payload: bytes) -> int:
+    try:
+        obj = msgspec.msgpack.decode(payload)
+        rid = obj.get("rid") if isinstance(obj, dict) else None
+        return rid if isinstance(rid, int) else 0
+    except Exception:
+        return 0
+
+
+def now() -> float:
+    return time.time()

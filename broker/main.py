@@ -1,0 +1,78 @@
+"""``broker``: the one process that owns a workspace's database. Foreground; one "ready" line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import structlog
+
+from broker import channels
+from broker.context import Ctx, Principal
+from broker.dispatcher import Dispatcher
+from broker.errors import BrokerError
+from broker.handlers import Handlers
+from broker.lock import WorkspaceLock
+from broker.server import Server
+from broker.store import Store
+from bus.errors import EndpointError
+from chatbox import __version__, logs
+from chatbox.config import ConfigError, load
+from chatbox.workspace import Workspace, WorkspaceError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="broker", description="Run the ChatBox broker (foreground).")
+    p.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, or the "
+                   "nearest directory upward holding .chatbox/)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                   help="SQLite durability (default FULL: every reply means on disk)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        ws = Workspace.find(args.workspace)
+        ws.require_initialised()
+        config = load(ws.config_path)
+    except (WorkspaceError, ConfigError) as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    logs.configure(args.log_level or config.log.level, component="broker")
+    log = structlog.get_logger("broker")
+    os.umask(0o077)
+    lock = WorkspaceLock(ws.lock_path)
+    try:
+        lock.acquire()
+    except BrokerError as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        store = Store(ws.db_path, synchronous=args.synchronous)
+        with store.write():
+            channels.create_standing(Ctx(store.db, Principal("broker", "admin"), time.time()))
+        dispatcher = Dispatcher(config.limits_for)
+        handlers = Handlers(store, ws, dispatcher, __version__, time.time())
+        server = Server(handlers, ws.endpoints(config.bus.request, config.bus.events))
+        server.bind()
+        server.install_signals()
+    except (BrokerError, EndpointError) as exc:
+        print(f"broker: {exc}", file=sys.stderr)
+        lock.release()
+        return EXIT_FAILED
+    log.info("ready", pid=os.getpid(), request=server.endpoints.request,
+             events=server.endpoints.events, workspace=str(ws.root))
+    try:
+        server.serve()
+    finally:
+        server.close()
+        store.close()
+        lock.release()
+        log.info("stopped", served=server.requests_served)
+    return EXIT_OK

@@ -1,0 +1,196 @@
+"""Messages: posting, threads (one level), history, flags and full-text search."""
+
+from __future__ import annotations
+
+import re
+
+from bus import wire
+from broker import channels
+from broker.context import Ctx
+from broker.errors import Forbidden, Invalid, NotFound, TooLarge
+
+MAX_BODY = 64 * 1024
+MAX_TITLE = 200
+MAX_LIMIT = 1000
+TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9_.-]{0,63})")
+
+COLUMNS = ("seq, channel, author, kind, title, body, type, tier, in_reply_to, mentions, chain, "
+           "hop, turn, pinned, status, resolution, created_at")
+
+
+def to_wire(row: tuple) -> wire.Message:
+    (seq, channel, author, kind, title, body, type_, tier, in_reply_to, mentions, chain, hop,
+     turn, pinned, status, resolution, created_at) = row
+    return wire.Message(seq=seq, channel=channel, author=author, kind=kind, title=title, body=body,
+                        type=type_, tier=tier, in_reply_to=in_reply_to,
+                        mentions=mentions.split() if mentions else [], chain=chain, hop=hop,
+                        turn=turn, pinned=bool(pinned), status=status, resolution=resolution,
+                        created_at=created_at)
+
+
+def get(ctx: Ctx, seq: int, field: str = "seq") -> wire.Message:
+    row = ctx.db.execute(f"SELECT {COLUMNS} FROM messages WHERE seq = ?", (seq,)).fetchone()
+    if row is None:
+        raise NotFound(f"no message #{seq}", field=field)
+    return to_wire(row)
+
+
+def check_body(body: str, *, required: bool) -> str:
+    if not isinstance(body, str):
+        raise Invalid("body must be text", field="body")
+    size = len(body.encode("utf-8", "surrogatepass"))
+    if size > MAX_BODY:
+        raise TooLarge(f"body is {size} bytes, over the limit of {MAX_BODY}", field="body")
+    if "\x00" in body:
+        raise Invalid("body contains a NUL character", field="body")
+    if required and not body.strip():
+        raise Invalid("body is empty", field="body")
+    return body
+
+
+def check_title(title: str | None, *, required: bool) -> str | None:
+    if title is None or not title.strip():
+        if required:
+            raise Invalid("a post needs a title", field="title")
+        return None
+    title = title.strip()
+    if len(title) > MAX_TITLE:
+        raise TooLarge(f"title is {len(title)} characters, over the limit of {MAX_TITLE}",
+                       field="title")
+    if any(c in title for c in "\x00\r\n"):
+        raise Invalid("title must be one line", field="title")
+    return title
+
+
+def post(ctx: Ctx, req: wire.Post, *, kind: str | None = None, chain: int | None = None,
+         hop: int = 0, turn: int | None = None) -> wire.Message:
+    """Store one message and return it. Chain and hop are the caller's (the dispatcher's)."""
+    parent = None
+    if req.in_reply_to is not None:
+        parent = get(ctx, req.in_reply_to, "in_reply_to")
+        if parent.in_reply_to is not None:
+            raise Invalid(f"#{parent.seq} is itself a reply (to #{parent.in_reply_to}); replies "
+                          f"are one level deep: reply to #{parent.in_reply_to}",
+                          field="in_reply_to")
+        if req.channel is not None and req.channel != parent.channel:
+            raise Invalid(f"#{parent.seq} is in {parent.channel}, not {req.channel}",
+                          field="channel")
+        channel_name = parent.channel
+        kind = kind or "reply"
+    elif req.channel is None:
+        raise Invalid("channel is required", field="channel")
+    else:
+        channel_name = req.channel
+        kind = kind or req.kind
+    row = channels.get(ctx, channel_name)
+    channels.require_visible(ctx, row)
+    if row[6]:
+        raise Invalid(f"{channel_name} is archived", field="channel")
+    title = check_title(req.title, required=kind == "post")
+    body = check_body(req.body, required=kind != "post")
+    if req.type is not None and not TYPE_RE.match(req.type):
+        raise Invalid(f"type {req.type!r} is invalid: a lowercase word of up to 32 characters",
+                      field="type")
+    if req.tier not in (0, 1, 2):
+        raise Invalid(f"tier must be 0, 1 or 2, got {req.tier}", field="tier")
+    if req.tier and kind not in ("post", "escalation"):
+        raise Invalid("only a post carries a tier above 0", field="tier")
+    mentions = " ".join(dict.fromkeys(MENTION_RE.findall(body)).keys())
+    seq = ctx.db.execute(
+        "INSERT INTO messages(channel, author, kind, title, body, type, tier, in_reply_to, "
+        "mentions, chain, hop, turn, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "RETURNING seq",
+        (channel_name, ctx.principal.name, kind, title, body, req.type, req.tier,
+         req.in_reply_to, mentions, chain or 0, hop, turn, ctx.now)).get
+    if chain is None:  # a new chain starts at its first message
+        ctx.db.execute("UPDATE messages SET chain = ? WHERE seq = ?", (seq, seq))
+        chain = seq
+    ctx.db.execute("UPDATE channels SET last_seq = ?, last_activity = ? WHERE name = ?",
+                   (seq, ctx.now, channel_name))
+    ctx.publish(wire.channel_topic(channel_name),
+                wire.MessageEvent(channel=channel_name, seq=seq, author=ctx.principal.name,
+                                  kind=kind))
+    return wire.Message(seq=seq, channel=channel_name, author=ctx.principal.name, kind=kind,
+                        body=body, title=title, type=req.type, tier=req.tier,
+                        in_reply_to=req.in_reply_to, mentions=mentions.split(), chain=chain,
+                        hop=hop, turn=turn, created_at=ctx.now)
+
+
+def check_limit(limit: int, cap: int = MAX_LIMIT) -> int:
+    if not 1 <= limit <= cap:
+        raise Invalid(f"limit must be between 1 and {cap}, got {limit}", field="limit")
+    return limit
+
+
+def read(ctx: Ctx, channel: str, since: int, limit: int) -> wire.MessagesResult:
+    """History of one channel after ``since``, oldest first; counts as delivered to the reader."""
+    check_limit(limit)
+    row = channels.get(ctx, channel)
+    channels.require_readable(ctx, row)
+    rows = ctx.db.execute(f"SELECT {COLUMNS} FROM messages WHERE channel = ? AND seq > ? "
+                          "ORDER BY seq LIMIT ?", (channel, max(since, 0), limit + 1)).fetchall()
+    more = len(rows) > limit
+    msgs = [to_wire(r) for r in rows[:limit]]
+    if msgs:
+        mark_delivered(ctx, ctx.principal.name, channel, msgs[-1].seq)
+    return wire.MessagesResult(messages=msgs, last_seq=row[4], more=more)
+
+
+def mark_delivered(ctx: Ctx, who: str, channel: str, seq: int) -> None:
+    ctx.db.execute(
+        "INSERT INTO offsets(principal, channel, acked, delivered, updated_at) "
+        "VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT(principal, channel) DO UPDATE SET "
+        "delivered = max(delivered, ?3), updated_at = ?4", (who, channel, seq, ctx.now))
+
+
+def thread(ctx: Ctx, seq: int) -> wire.ThreadResult:
+    """A post and its replies; any channel that is not private, as the seed intended."""
+    msg = get(ctx, seq, "post_id")
+    if msg.in_reply_to is not None:
+        msg = get(ctx, msg.in_reply_to, "post_id")
+    channels.require_visible(ctx, channels.get(ctx, msg.channel))
+    replies = [to_wire(r) for r in ctx.db.execute(
+        f"SELECT {COLUMNS} FROM messages WHERE in_reply_to = ? ORDER BY seq", (msg.seq,))]
+    return wire.ThreadResult(post=msg, replies=replies)
+
+
+def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Message:
+    msg = get(ctx, seq, "post_id")
+    channels.require_visible(ctx, channels.get(ctx, msg.channel))
+    if msg.author != ctx.principal.name and not ctx.principal.is_human:
+        raise Forbidden(f"#{seq} is {msg.author}'s: an agent may {action} only its own messages",
+                        field="post_id")
+    if action in ("pin", "unpin"):
+        ctx.db.execute("UPDATE messages SET pinned = ? WHERE seq = ?", (action == "pin", seq))
+    elif action == "close":
+        if resolution is not None and len(resolution) > MAX_TITLE * 10:
+            raise TooLarge("resolution is too long", field="resolution")
+        ctx.db.execute("UPDATE messages SET status = 'closed', resolution = ? WHERE seq = ?",
+                       (resolution, seq))
+    elif action == "resolve":
+        ctx.db.execute("UPDATE messages SET status = 'resolved' WHERE seq = ?", (seq,))
+    elif action == "unresolve":
+        ctx.db.execute("UPDATE messages SET status = 'open', resolution = NULL WHERE seq = ?",
+                       (seq,))
+    return get(ctx, seq)
+
+
+def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.MessagesResult:
+    """Full-text search over what the principal may read; every word must match."""
+    check_limit(limit, 200)
+    words = re.findall(r"\w+", query or "")
+    if not words:
+        raise Invalid("query has no words to search for", field="query")
+    match = " ".join('"' + w.replace('"', '""') + '"' for w in words[:32])
+    if channel is not None:
+        channels.require_readable(ctx, channels.get(ctx, channel))
+    cols = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
+    acl = "" if ctx.principal.is_human else (
+        " AND m.channel IN (SELECT channel FROM subscriptions WHERE principal = :me)")
+    rows = ctx.db.execute(
+        f"SELECT {cols} FROM messages_fts f JOIN messages m ON m.seq = f.rowid "
+        f"WHERE messages_fts MATCH :q AND (:ch IS NULL OR m.channel = :ch){acl} "
+        "ORDER BY f.rank LIMIT :lim",
+        {"q": match, "ch": channel, "me": ctx.principal.name, "lim": limit}).fetchall()
+    return wire.MessagesResult(messages=[to_wire(r) for r in rows])

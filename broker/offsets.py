@@ -1,0 +1,89 @@
+"""Durable consumer offsets: what each principal has acked, and what is still unacked for it.
+
+An ack is monotonic, and only up to a seq that exists in that channel and that was delivered to
+that principal (by a read, an inbox, or a turn's batch). The log plus the offsets is the queue.
+"""
+
+from __future__ import annotations
+
+from bus import wire
+from broker import channels
+from broker.context import Ctx
+from broker.errors import Forbidden, Invalid
+from broker.messages import COLUMNS, check_limit, mark_delivered, to_wire
+
+_M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
+
+# A message is due to wake an agent when its subscription's wake mode matches it.
+_WAKE_MATCH = (
+    " AND s.wake != 'none' AND (s.wake = 'all' OR instr(' ' || m.mentions || ' ', ' ' || :me || ' ')"
+    " OR EXISTS (SELECT 1 FROM messages p WHERE p.seq = m.in_reply_to AND p.author = :me))")
+
+
+def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool) -> list[wire.Message]:
+    """Unacked messages of others in ``who``'s subscriptions, oldest first.
+
+    ``due_only`` keeps only those its wake modes say should wake it (a turn's batch).
+    """
+    sql = (f"SELECT {_M_COLUMNS} FROM subscriptions s "
+           "JOIN offsets o ON o.principal = s.principal AND o.channel = s.channel "
+           "JOIN messages m ON m.channel = s.channel AND m.seq > o.acked "
+           "WHERE s.principal = :me AND m.author != :me"
+           + (_WAKE_MATCH if due_only else "") + " ORDER BY m.seq LIMIT :lim")
+    return [to_wire(r) for r in ctx.db.execute(sql, {"me": who, "lim": limit})]
+
+
+def has_due(ctx: Ctx, who: str) -> bool:
+    return bool(unacked(ctx, who, 1, due_only=True))
+
+
+def deliver(ctx: Ctx, who: str, msgs: list[wire.Message]) -> None:
+    newest: dict[str, int] = {}
+    for m in msgs:
+        newest[m.channel] = max(newest.get(m.channel, 0), m.seq)
+    for channel, seq in newest.items():
+        mark_delivered(ctx, who, channel, seq)
+
+
+def inbox(ctx: Ctx, limit: int) -> wire.MessagesResult:
+    check_limit(limit)
+    msgs = unacked(ctx, ctx.principal.name, limit + 1, due_only=False)
+    more = len(msgs) > limit
+    msgs = msgs[:limit]
+    deliver(ctx, ctx.principal.name, msgs)
+    return wire.MessagesResult(messages=msgs, last_seq=msgs[-1].seq if msgs else 0, more=more)
+
+
+def acked(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
+    row = ctx.db.execute("SELECT acked, delivered FROM offsets WHERE principal = ? AND channel = ?",
+                         (who, channel)).fetchone()
+    return row or (0, 0)
+
+
+def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
+    me = ctx.principal.name
+    row = channels.get(ctx, channel)
+    if not ctx.principal.is_human and channels.subscription(ctx, me, channel) is None:
+        raise Forbidden(f"not subscribed to {channel}", field="channel")
+    in_channel = ctx.db.execute("SELECT channel FROM messages WHERE seq = ?", (up_to,)).get
+    if in_channel != row[0]:
+        where = f"it is in {in_channel}" if in_channel else "no such message"
+        raise Invalid(f"cannot ack #{up_to} in {channel}: {where}", field="up_to")
+    done, delivered = acked(ctx, me, channel)
+    if up_to > delivered:
+        raise Invalid(f"cannot ack #{up_to} in {channel}: it was not delivered to you yet "
+                      f"(delivered up to #{delivered}; read it first)", field="up_to")
+    if up_to > done:
+        set_acked(ctx, me, channel, up_to)
+        done = up_to
+    return wire.AckResult(channel=channel, last_read=done)
+
+
+def set_acked(ctx: Ctx, who: str, channel: str, seq: int) -> None:
+    ctx.db.execute("UPDATE offsets SET acked = max(acked, ?), updated_at = ? "
+                   "WHERE principal = ? AND channel = ?", (seq, ctx.now, who, channel))
+
+
+def of(ctx: Ctx, who: str) -> dict[str, int]:
+    return dict(ctx.db.execute("SELECT channel, acked FROM offsets WHERE principal = ? "
+                               "ORDER BY channel", (who,)))

@@ -1,0 +1,143 @@
+"""The broker's socket loop: ROUTER for requests, PUB for events, group commit between them.
+
+One thread owns the database. It blocks in ``poll()`` (no timeout: an idle broker uses no CPU),
+then drains every request that is already queued, runs the lot in one ``IMMEDIATE`` transaction
+(a savepoint each), commits once, and only then sends the replies and publishes the events — so
+every reply means "on disk", and every event names a committed row.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import apsw
+import structlog
+import zmq
+
+from bus import wire
+from bus.endpoints import Endpoints, check, ipc_path
+from broker.handlers import Handlers, _error, _salvage_rid
+
+log = structlog.get_logger("broker")
+
+MAX_BATCH = 512
+
+
+class Server:
+    def __init__(self, handlers: Handlers, endpoints: Endpoints,
+                 context: zmq.Context | None = None):
+        self.handlers = handlers
+        self.store = handlers.store
+        self.ctx = context or zmq.Context.instance()
+        self.endpoints = endpoints
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.pub = self.ctx.socket(zmq.PUB)
+        for sock in (self.router, self.pub):
+            sock.linger = 0
+            sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
+        self.router.sndhwm = 0
+        self.pub.sndhwm = 100_000
+        self.stopping = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.requests_served = 0
+
+    def bind(self) -> None:
+        for endpoint, sock in ((self.endpoints.request, self.router),
+                               (self.endpoints.events, self.pub)):
+            check(endpoint)
+            path = ipc_path(endpoint)
+            if path is not None:
+                path.unlink(missing_ok=True)  # stale: we hold the workspace lock
+            sock.bind(endpoint)
+            if path is not None:
+                path.chmod(0o600)
+
+    # ------------------------------------------------------------------ signals
+    def install_signals(self) -> None:
+        """Handlers only record; the loop acts. A second signal stops at once."""
+        self._wake_w.setblocking(False)
+        signal.set_wakeup_fd(self._wake_w.fileno())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            raise SystemExit(1)
+        self.stopping = True
+
+    # ------------------------------------------------------------------ loop
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        liveness = self.handlers.dispatcher.liveness
+        watched: set[int] = set()
+        while not self.stopping:
+            for fd in set(liveness.fds()) - watched:  # pidfds of supervisors said hello since
+                poller.register(fd, zmq.POLLIN)
+                watched.add(fd)
+            ready = dict(poller.poll())
+            if self._wake_r.fileno() in ready:
+                try:
+                    self._wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+            exited = [fd for fd in watched if fd in ready]
+            for fd in exited:
+                poller.unregister(fd)
+                watched.discard(fd)
+            if exited or self.router in ready:
+                self.process(self._drain() if self.router in ready else [], exited)
+
+    def _drain(self) -> list[list[bytes]]:
+        batch = []
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self.router.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                break
+        return batch
+
+    def process(self, batch: list[list[bytes]], exited: list[int] = ()) -> None:
+        now = time.time()
+        replies: list[tuple[bytes, bytes, bytes]] = []
+        outbox: list[tuple[bytes, wire.Event]] = []
+        try:
+            with self.store.write():
+                for fd in exited:
+                    outbox.extend(self.handlers.on_supervisor_exit(fd, now))
+                for frames in batch:
+                    if len(frames) == 2:
+                        replies.append((frames[0], frames[1], self.handlers.handle(
+                            frames[1], now, outbox)))
+                    elif frames:
+                        log.warning("bad_frame", frames=len(frames))
+                        replies.append((frames[0], frames[-1], _error(
+                            _salvage_rid(frames[-1]), "bad_frame",
+                            f"a request is one frame, got {len(frames) - 1}")))
+        except apsw.Error as exc:
+            log.error("commit_failed", error=str(exc))
+            outbox = []
+            replies = [(rid, payload, _error(_salvage_rid(payload), "store", f"not stored: {exc}"))
+                       for rid, payload, _ in replies]
+        for rid, _, reply in replies:
+            try:
+                self.router.send_multipart([rid, reply], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the peer is gone; its retry will find the idempotent answer
+        for topic, event in outbox:
+            self.pub.send_multipart([topic, wire.encode(event)])
+        self.requests_served += len(replies)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        self.router.close(linger=0)
+        self.pub.close(linger=100)
+        for endpoint in (self.endpoints.request, self.endpoints.events):
+            path = ipc_path(endpoint)
+            if path is not None:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,226 @@
+"""SQLite through apsw: the schema, its migrations, and the one transaction helper.
+
+Only the broker process opens the database. Every write goes through :meth:`Store.write`, an
+``IMMEDIATE`` transaction; a batch of requests shares one transaction (group commit) with a
+savepoint per request, so each request is all-or-nothing and the batch costs one fsync.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import apsw
+import apsw.bestpractice
+
+from broker.errors import StoreError
+
+# Each migration takes the schema from version i to i+1. Never edit one that has shipped.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE principals(
+        name        TEXT PRIMARY KEY,
+        role        TEXT NOT NULL CHECK (role IN ('agent', 'human', 'admin')),
+        token_hash  TEXT UNIQUE,
+        engine      TEXT,
+        created_at  REAL NOT NULL,
+        revoked_at  REAL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE channels(
+        name          TEXT PRIMARY KEY,
+        topic         TEXT NOT NULL DEFAULT '',
+        kind          TEXT NOT NULL CHECK (kind IN ('standing', 'adhoc', 'private', 'canary')),
+        created_by    TEXT,
+        created_at    REAL NOT NULL,
+        last_seq      INTEGER NOT NULL DEFAULT 0,
+        last_activity REAL,
+        archived      INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+
+    CREATE TABLE subscriptions(
+        principal  TEXT NOT NULL REFERENCES principals(name),
+        channel    TEXT NOT NULL REFERENCES channels(name),
+        view       TEXT NOT NULL CHECK (view IN ('headlines', 'digest', 'full')),
+        wake       TEXT NOT NULL CHECK (wake IN ('all', 'mentions', 'none')),
+        created_at REAL NOT NULL,
+        PRIMARY KEY (principal, channel)
+    ) WITHOUT ROWID;
+    CREATE INDEX subscriptions_channel ON subscriptions(channel);
+
+    CREATE TABLE messages(
+        seq         INTEGER PRIMARY KEY,
+        channel     TEXT NOT NULL REFERENCES channels(name),
+        author      TEXT NOT NULL REFERENCES principals(name),
+        kind        TEXT NOT NULL,
+        title       TEXT,
+        body        TEXT NOT NULL,
+        type        TEXT,
+        tier        INTEGER NOT NULL DEFAULT 0,
+        in_reply_to INTEGER REFERENCES messages(seq),
+        mentions    TEXT NOT NULL DEFAULT '',
+        chain       INTEGER NOT NULL,
+        hop         INTEGER NOT NULL DEFAULT 0,
+        turn        INTEGER,
+        pinned      INTEGER NOT NULL DEFAULT 0,
+        status      TEXT NOT NULL DEFAULT 'open',
+        resolution  TEXT,
+        created_at  REAL NOT NULL
+    );
+    CREATE INDEX messages_channel ON messages(channel, seq);
+    CREATE INDEX messages_thread ON messages(in_reply_to) WHERE in_reply_to IS NOT NULL;
+
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        title, body, content='messages', content_rowid='seq');
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts(rowid, title, body) VALUES (new.seq, new.title, new.body);
+    END;
+
+    -- Durable consumer offsets: last acked seq, and the newest seq ever delivered (an ack may
+    -- not pass it).
+    CREATE TABLE offsets(
+        principal  TEXT NOT NULL,
+        channel    TEXT NOT NULL,
+        acked      INTEGER NOT NULL DEFAULT 0,
+        delivered  INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (principal, channel)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE agent_state(
+        agent          TEXT PRIMARY KEY REFERENCES principals(name),
+        state          TEXT NOT NULL DEFAULT 'ASLEEP' CHECK (state IN ('ASLEEP', 'WAKING', 'BUSY')),
+        epoch          INTEGER NOT NULL DEFAULT 0,
+        current_turn   INTEGER,
+        supervisor     TEXT,
+        paused         INTEGER NOT NULL DEFAULT 0,
+        paused_reason  TEXT,
+        failures       INTEGER NOT NULL DEFAULT 0,
+        updated_at     REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE transitions(
+        id         INTEGER PRIMARY KEY,
+        agent      TEXT NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state   TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        cause      TEXT NOT NULL,
+        at         REAL NOT NULL
+    );
+
+    CREATE TABLE turns(
+        id          INTEGER PRIMARY KEY,
+        agent       TEXT NOT NULL,
+        epoch       INTEGER NOT NULL,
+        batch       TEXT NOT NULL,
+        chain       INTEGER NOT NULL DEFAULT 0,
+        hop         INTEGER NOT NULL DEFAULT 0,
+        started_at  REAL NOT NULL,
+        ended_at    REAL,
+        outcome     TEXT,
+        exit_code   INTEGER,
+        digest      TEXT,
+        excerpt     TEXT,
+        output      TEXT
+    );
+    CREATE INDEX turns_agent ON turns(agent, id);
+
+    -- How often each message was handed to a turn that was then lost.
+    CREATE TABLE redeliveries(
+        agent TEXT NOT NULL,
+        seq   INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (agent, seq)
+    ) WITHOUT ROWID;
+
+    -- Idempotent producer: the first reply to each (principal, key).
+    CREATE TABLE requests(
+        principal  TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        reply      BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (principal, key)
+    ) WITHOUT ROWID;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_bestpractice_applied = False
+
+
+def _apply_bestpractice() -> None:
+    global _bestpractice_applied
+    if not _bestpractice_applied:
+        apsw.bestpractice.apply(apsw.bestpractice.recommended)
+        _bestpractice_applied = True
+
+
+class Store:
+    """The broker's one connection. Not thread-safe: the broker's request loop owns it."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL"):
+        _apply_bestpractice()
+        self.path = path
+        try:
+            self.db = apsw.Connection(str(path))
+        except apsw.Error as exc:
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self._depth = 0
+        self._savepoints = 0
+        self.migrate()
+
+    def migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").get
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.path} has schema version {version}, newer than this "
+                f"chatbox ({SCHEMA_VERSION}); upgrade chatbox")
+        for i in range(version, SCHEMA_VERSION):
+            with self.write():
+                self.db.execute(MIGRATIONS[i])
+                self.db.execute(f"PRAGMA user_version={i + 1}")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; nested calls become savepoints."""
+        if self._depth:
+            with self.savepoint():
+                yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.db
+        except BaseException:
+            self._depth = 0
+            self.db.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[apsw.Connection]:
+        """A savepoint inside the open transaction: all of the block, or none of it."""
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        self.db.execute(f"SAVEPOINT {name}")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute(f"ROLLBACK TO {name}; RELEASE {name}")
+            raise
+        finally:
+            self._savepoints -= 1
+        self.db.execute(f"RELEASE {name}")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def close(self) -> None:
+        self.db.close()

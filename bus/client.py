@@ -1,0 +1,161 @@
+"""The one bus client every process uses: DEALER for requests, SUB for events.
+
+Requests have a deadline per attempt and an overall deadline. On a timeout the DEALER is closed
+with linger 0 and a new one is opened (a lost reply is never read by the next request), and the
+request is sent again with the same idempotency key, so a retry is answered with the first
+result. Retries back off exponentially with a cap (tenacity).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterable
+
+import tenacity
+import zmq
+
+from bus import wire
+from bus.endpoints import Endpoints, ipc_path
+from bus.errors import ProtocolError, Refused, Unauthorized, Unreachable
+
+
+def _configure(sock: zmq.Socket) -> None:
+    sock.linger = 0
+    sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL, 50)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
+
+
+class BusClient:
+    """A connection to the broker for one principal (its token), in one thread.
+
+    ``attempt_timeout`` bounds one round trip; ``deadline`` bounds all retries of one call.
+    ``identity`` names the DEALER's routing id (a generation counter is appended per socket, so
+    the broker can tell a reconnect from the death of the old connection).
+    """
+
+    def __init__(self, endpoints: Endpoints, token: str, *, attempt_timeout: float = 2.0,
+                 deadline: float = 10.0, identity: str | None = None,
+                 context: zmq.Context | None = None):
+        self.endpoints = endpoints
+        self.token = token
+        self.attempt_timeout = attempt_timeout
+        self.deadline = deadline
+        self._identity = identity
+        self._generation = itertools.count(1)
+        self._ctx = context or zmq.Context.instance()
+        self._rids = itertools.count(1)
+        self._dealer: zmq.Socket | None = None
+        self._sub: zmq.Socket | None = None
+        self.routing_id: str | None = None
+
+    # ------------------------------------------------------------------ requests
+
+    def call(self, req: wire.Request, *, idem: str | None = None,
+             deadline: float | None = None) -> wire.Result:
+        """Send ``req`` and return its result; raise Refused/Unauthorized/Unreachable."""
+        if idem is None and type(req) not in wire.READ_ONLY:
+            idem = uuid.uuid4().hex
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(Unreachable),
+            stop=tenacity.stop_after_delay(self.deadline if deadline is None else deadline),
+            wait=tenacity.wait_exponential(multiplier=0.02, max=0.5),
+            reraise=True,
+        )
+        return retrying(self._round_trip, req, idem)
+
+    def _round_trip(self, req: wire.Request, idem: str | None) -> wire.Result:
+        path = ipc_path(self.endpoints.request)
+        if path is not None and not os.path.exists(path):
+            raise Unreachable(f"broker not running: no socket at {path}")
+        dealer = self._dealer_socket()
+        rid = next(self._rids)
+        dealer.send(wire.encode(wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=self.token,
+                                              req=req, idem=idem)))
+        deadline_ms = int(self.attempt_timeout * 1000)
+        while True:
+            if not dealer.poll(deadline_ms, zmq.POLLIN):
+                self._reset_dealer()
+                raise Unreachable(
+                    f"broker did not answer within {self.attempt_timeout:g}s at "
+                    f"{self.endpoints.request}")
+            try:
+                reply = wire.reply_decoder.decode(dealer.recv())
+            except Exception as exc:  # msgspec.DecodeError, ValidationError
+                raise ProtocolError(f"undecodable reply from broker: {exc}") from exc
+            if reply.rid == rid:
+                break
+        if reply.error is not None:
+            err = reply.error
+            cls = Unauthorized if err.code == "unauthorized" else Refused
+            raise cls(err.message, code=err.code, field=err.field)
+        if reply.result is None:
+            raise ProtocolError("reply carries neither result nor error")
+        return reply.result
+
+    def _dealer_socket(self) -> zmq.Socket:
+        if self._dealer is None:
+            sock = self._ctx.socket(zmq.DEALER)
+            _configure(sock)
+            if self._identity is not None:
+                self.routing_id = f"{self._identity}.{next(self._generation)}"
+                sock.setsockopt(zmq.ROUTING_ID, self.routing_id.encode())
+            sock.connect(self.endpoints.request)
+            self._dealer = sock
+        return self._dealer
+
+    def _reset_dealer(self) -> None:
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+            self._dealer = None
+
+    # ------------------------------------------------------------------ events
+
+    @property
+    def sub_socket(self) -> zmq.Socket:
+        """The SUB socket (created and connected on first use), for a caller's own poller."""
+        if self._sub is None:
+            sock = self._ctx.socket(zmq.SUB)
+            _configure(sock)
+            sock.connect(self.endpoints.events)
+            self._sub = sock
+        return self._sub
+
+    def subscribe(self, topics: Iterable[bytes]) -> None:
+        for t in topics:
+            self.sub_socket.setsockopt(zmq.SUBSCRIBE, t)
+
+    def recv_event(self, timeout: float | None) -> tuple[bytes, wire.Event] | None:
+        """The next event, or None after ``timeout`` seconds (None: wait forever)."""
+        sock = self.sub_socket
+        if not sock.poll(None if timeout is None else int(timeout * 1000), zmq.POLLIN):
+            return None
+        return self.read_event()
+
+    def read_event(self) -> tuple[bytes, wire.Event]:
+        """Read one event from a SUB socket known to be readable."""
+        frames = self.sub_socket.recv_multipart()
+        if len(frames) != 2:
+            raise ProtocolError(f"event with {len(frames)} frames, expected 2")
+        try:
+            return frames[0], wire.event_decoder.decode(frames[1])
+        except Exception as exc:
+            raise ProtocolError(f"undecodable event: {exc}") from exc
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        self._reset_dealer()
+        if self._sub is not None:
+            self._sub.close(linger=0)
+            self._sub = None
+
+    def __enter__(self) -> BusClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,135 @@
+"""``chatbox.toml``, decoded into strict msgspec Structs (DESIGN §8).
+
+Unknown keys are errors naming the key; impossible values are errors naming the value.
+Precedence: command line > environment (``CHATBOX_*``) > file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from guardrails.limits import Limits
+
+Engine = Literal["stub", "command", "claude", "kimi", "codex", "gemini"]
+Behaviour = Literal["reply", "fail", "hang", "repeat", "give-up"]
+
+
+class ConfigError(Exception):
+    """chatbox.toml is unreadable or holds an unknown key or an impossible value."""
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class BusConfig(_Strict):
+    request: str | None = None
+    events: str | None = None
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StubConfig(_Strict):
+    delay: float = 0.0
+    behaviour: Behaviour = "reply"
+
+
+class AgentConfig(_Strict):
+    engine: Engine = "stub"
+    auth: Literal["subscription", "api"] = "subscription"
+    stub: StubConfig = msgspec.field(default_factory=StubConfig)
+    command: list[str] = []
+    reply: bool = True
+    model: str | None = None
+    secrets_file: str | None = None
+    env: list[str] = []
+    limits: dict[str, Any] = {}
+
+
+class Config(_Strict):
+    limits: Limits = msgspec.field(default_factory=Limits)
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    agents: dict[str, AgentConfig] = {}
+
+    def agent(self, name: str) -> AgentConfig:
+        return self.agents.get(name) or AgentConfig()
+
+    def limits_for(self, name: str) -> Limits:
+        """The [limits] defaults with [agents.NAME.limits] laid over them."""
+        override = self.agent(name).limits
+        if not override:
+            return self.limits
+        merged = msgspec.structs.asdict(self.limits) | override
+        try:
+            limits = msgspec.convert(merged, Limits)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"[agents.{name}.limits]: {exc}") from None
+        _check_limits(limits, f"agents.{name}.limits")
+        return limits
+
+
+def _check_limits(limits: Limits, where: str) -> None:
+    problems = limits.validate()
+    if problems:
+        raise ConfigError(f"[{where}] " + "; ".join(problems))
+
+
+def load(path: Path | None) -> Config:
+    """Decode ``path`` (absent file: defaults), then apply ``CHATBOX_*`` environment overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    env_level = os.environ.get("CHATBOX_LOG_LEVEL")
+    if env_level:
+        raw.setdefault("log", {})["level"] = env_level.lower()
+    for key in ("request", "events"):
+        value = os.environ.get(f"CHATBOX_BUS_{key.upper()}")
+        if value:
+            raw.setdefault("bus", {})[key] = value
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{exc}") from None
+    _check_limits(config.limits, "limits")
+    for name in config.agents:
+        config.limits_for(name)
+    return config
+
+
+EXAMPLE = """\
+# chatbox.toml — how each agent's turns run. Who an agent is lives in the database.
+# Precedence: command line > environment (CHATBOX_*) > this file > defaults.
+
+[limits]                    # defaults for every agent; each may be overridden per agent
+max_hops = 6                # a chain of agent-to-agent posts this long wakes nobody more
+max_turns_per_hour = 30     # past it the agent is paused and a human is asked
+repeat_threshold = 3        # this many near-identical outputs in a row pause the agent
+max_consecutive_failures = 3
+max_turn_seconds = 600      # wall-time cap of one turn
+max_output_bytes = 1048576  # output cap of one turn
+max_redeliveries = 3        # a message redelivered more often is escalated instead
+
+# [bus]
+# request = "tcp://127.0.0.1:5710"   # default: ipc sockets in .chatbox/
+# events = "tcp://127.0.0.1:5711"
+
+# [agents.kimi]
+# engine = "kimi"           # stub | command | claude | kimi | codex | gemini
+# auth = "subscription"     # or "api" (key read from a 0600 secrets file)
+
+# [agents.echo]
+# engine = "stub"
+# stub = { delay = 0.0, behaviour = "reply" }   # reply | fail | hang | repeat | give-up
+"""

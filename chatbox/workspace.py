@@ -1,0 +1,115 @@
+"""Finding a workspace and the files in its data directory (DESIGN §8).
+
+``--workspace DIR``, else ``CHATBOX_WORKSPACE`` (alias ``AGENTCHAT_WORKSPACE``), else the nearest
+directory upward holding ``.chatbox/``, as git finds ``.git/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+from bus.endpoints import Endpoints, default_endpoints
+
+DATA_DIR = ".chatbox"
+CONFIG_FILE = "chatbox.toml"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class WorkspaceError(Exception):
+    """The workspace cannot be found or is not initialised."""
+
+
+class Workspace:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.data = self.root / DATA_DIR
+
+    # --------------------------------------------------------------- discovery
+    @classmethod
+    def find(cls, explicit: str | os.PathLike | None = None) -> Workspace:
+        if explicit:
+            return cls(explicit)
+        env = os.environ.get("CHATBOX_WORKSPACE") or os.environ.get("AGENTCHAT_WORKSPACE")
+        if env:
+            return cls(env)
+        here = Path.cwd().resolve()
+        for candidate in (here, *here.parents):
+            if (candidate / DATA_DIR).is_dir():
+                return cls(candidate)
+        raise WorkspaceError(
+            f"no workspace: no {DATA_DIR}/ in {here} or above it; run `chatbox init` or pass "
+            "--workspace DIR")
+
+    # --------------------------------------------------------------- files
+    @property
+    def db_path(self) -> Path:
+        return self.data / "chatbox.db"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data / "token"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data / "broker.lock"
+
+    @property
+    def dispatch_log(self) -> Path:
+        return self.root / "dispatch_comms.jsonl"
+
+    def agent_token_path(self, name: str) -> Path:
+        return self.data / "agents" / f"{name}.token"
+
+    def is_initialised(self) -> bool:
+        return self.db_path.exists()
+
+    def require_initialised(self) -> None:
+        if not self.is_initialised():
+            raise WorkspaceError(
+                f"{self.root} is not a chatbox workspace (no {self.db_path}); run `chatbox init`")
+
+    def endpoints(self, request: str | None = None, events: str | None = None) -> Endpoints:
+        default = default_endpoints(self.data)
+        return Endpoints(request or default.request, events or default.events)
+
+    def ensure_data_dir(self) -> None:
+        self.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data, 0o700)
+        (self.data / "agents").mkdir(mode=0o700, exist_ok=True)
+
+    # --------------------------------------------------------------- tokens
+    def read_token(self, path: Path) -> str:
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise WorkspaceError(f"no token file at {path}") from None
+        except PermissionError:
+            raise WorkspaceError(f"cannot read token file {path}: permission denied") from None
+
+
+def new_token() -> str:
+    """A fresh 256-bit bearer token."""
+    return "cbx_" + secrets.token_urlsafe(32)
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` as a 0600 file, atomically (never half-written, never wider)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
