@@ -223,6 +223,27 @@ class Revoke(Request, tag="revoke"):
     name: str
 
 
+class Decide(Request, tag="decide"):
+    """A human approves or denies a pending tier-2 post."""
+
+    seq: int
+    approve: bool
+    reason: str | None = None
+
+
+class Escalate(Request, tag="escalate"):
+    """Ask a human: a tier-2 post in #alerts naming the asker, the reason and the evidence."""
+
+    reason: str
+    seq: int | None = None
+    turn: int | None = None
+
+
+class Decisions(Request, tag="decisions"):
+    channel: str | None = None
+    limit: int = 20
+
+
 class Hello(Request, tag="hello"):
     """A supervisor announces itself for its agent (after subscribing to its wakes)."""
 
@@ -257,12 +278,12 @@ class TurnReport(Request, tag="turn_report"):
 RequestBody = (
     Whoami | Status | Post | Read | GetPost | Ack | Inbox | Subscribe | Unsubscribe | Rooms
     | CreateChannel | SetFlag | Search | AddAgent | ListAgents | ShowAgent | SetPaused | Revoke
-    | Hello | Claim | TurnReport
+    | Decide | Escalate | Decisions | Hello | Claim | TurnReport
 )
 
 # Requests that only read: never carry an idempotency key, never retried as writes.
 READ_ONLY: frozenset[type] = frozenset({Whoami, Status, Read, GetPost, Rooms, Search, ListAgents,
-                                        ShowAgent})
+                                        ShowAgent, Decisions})
 
 
 class Envelope(_Frame):
