@@ -30,6 +30,8 @@ def init_workspace(ws: Workspace, human: str | None = None) -> str:
     human = human or default_human()
     if not NAME_RE.match(human):
         raise Invalid(f"human name {human!r} is invalid: use 1-64 of a-z 0-9 _ . -", field="human")
+    if human == channels.SYSTEM:
+        raise Invalid(f"{human!r} is reserved for the broker itself", field="human")
     if ws.is_initialised():
         raise Conflict(f"{ws.root} is already a chatbox workspace ({ws.db_path} exists)")
     old = os.umask(0o077)

@@ -28,7 +28,13 @@ def check_channel_name(name: str, field: str = "channel") -> str:
     return name
 
 
+SYSTEM = "system"  # the broker's own voice: escalations by guardrails; it has no token
+
+
 def create_standing(ctx: Ctx) -> None:
+    """The standing channels and the system principal, created once per workspace."""
+    ctx.db.execute("INSERT OR IGNORE INTO principals(name, role, created_at) "
+                   "VALUES (?, 'admin', ?)", (SYSTEM, ctx.now))
     for name, topic in STANDING:
         ctx.db.execute(
             "INSERT OR IGNORE INTO channels(name, topic, kind, created_by, created_at) "

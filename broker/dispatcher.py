@@ -17,16 +17,21 @@ from collections.abc import Callable
 import structlog
 
 from bus import wire
-from broker import messages, offsets
+from broker import escalations, messages, offsets
+from broker.channels import SYSTEM
 from broker.context import Ctx
 from broker.errors import Conflict, Forbidden, NotFound
 from broker.liveness import Liveness
+from guardrails import AgentHistory, Policy, TurnFacts, Veto
 from guardrails.limits import Limits
 
 log = structlog.get_logger("dispatcher")
 
 ALLOWED = {("ASLEEP", "WAKING"), ("WAKING", "BUSY"), ("WAKING", "ASLEEP"), ("BUSY", "ASLEEP"),
            ("BUSY", "WAKING")}
+
+# the outcome a turn is recorded with when a guardrail vetoes it
+_VETO_OUTCOME = {"livelock": "livelock", "give_up": "gave_up"}
 
 
 class Dispatcher:
@@ -69,11 +74,19 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ messages
     def on_message(self, ctx: Ctx, msg: wire.Message) -> None:
-        """Wake every sleeping agent that ``msg`` is due for; the rest find it in the log."""
+        """Wake every sleeping agent that ``msg`` is due for; the rest find it in the log.
+
+        An escalation or a pending tier-2 post wakes nobody (a person answers it). A message
+        whose hop has reached an agent's hop budget does not wake it; its chain is escalated
+        once. A held agent (its own tier-2 post pending) is woken only by the decision.
+        """
+        if msg.kind == "escalation" or msg.status == "pending":
+            return
         parent_author = None
         if msg.in_reply_to is not None:
             parent_author = ctx.db.execute("SELECT author FROM messages WHERE seq = ?",
                                            (msg.in_reply_to,)).get
+        over_budget = []
         for agent, wake, state, epoch, paused in ctx.db.execute(
                 "SELECT s.principal, s.wake, a.state, a.epoch, a.paused FROM subscriptions s "
                 "JOIN agent_state a ON a.agent = s.principal "
@@ -83,7 +96,71 @@ class Dispatcher:
                 continue
             if wake == "mentions" and agent not in msg.mentions and parent_author != agent:
                 continue
+            if msg.hop >= self.limits_for(agent).max_hops:
+                over_budget.append(agent)
+                continue
+            if escalations.held(ctx, agent) and not self._decides_for(msg, parent_author, agent):
+                continue
             self._wake(ctx, agent, epoch, f"message #{msg.seq} in {msg.channel}")
+        if over_budget and not escalations.hop_budget_escalated(ctx, msg.chain):
+            escalations.post_escalation(
+                ctx, author=SYSTEM, agent=", ".join(over_budget), chain=msg.chain,
+                guardrail="hop_budget",
+                reason=f"chain {msg.chain} reached hop {msg.hop}: it wakes no agent any more",
+                evidence=[f"#{msg.seq} by {msg.author} in {msg.channel}: "
+                          f"{msg.body[:200]}"], about=msg.seq)
+        if msg.kind == "decision" and parent_author and parent_author not in (msg.author,):
+            self.wake_direct(ctx, parent_author, msg)
+
+    @staticmethod
+    def _decides_for(msg: wire.Message, parent_author: str | None, agent: str) -> bool:
+        return msg.kind == "decision" and parent_author == agent
+
+    def wake_direct(self, ctx: Ctx, agent: str, msg: wire.Message) -> None:
+        """A decision wakes the author of the decided post, wherever it is subscribed."""
+        row = ctx.db.execute("SELECT state, epoch, paused FROM agent_state WHERE agent = ?",
+                             (agent,)).fetchone()
+        if row is not None and row[0] == "ASLEEP" and not row[2]:
+            self._wake(ctx, agent, row[1], f"decision #{msg.seq} on its post #{msg.in_reply_to}")
+
+    def due(self, ctx: Ctx, agent: str, limit: int) -> list[wire.Message]:
+        """What a turn of ``agent`` would handle now: its unacked due messages, oldest first."""
+        batch = offsets.unacked(ctx, agent, limit, due_only=True)
+        if batch and escalations.held(ctx, agent):
+            batch = [m for m in batch if m.kind == "decision"]
+        return batch
+
+    def has_due(self, ctx: Ctx, agent: str) -> bool:
+        return bool(self.due(ctx, agent, 1 if not escalations.held(ctx, agent) else 100))
+
+    # ------------------------------------------------------------------ guardrails
+    def history(self, ctx: Ctx, agent: str, before: int | None = None) -> AgentHistory:
+        """What the guardrails remember of ``agent``: its turns since it was last resumed."""
+        _, _, _, _, _, _, failures = self.state(ctx, agent)
+        resumed = ctx.db.execute("SELECT resumed_at FROM agent_state WHERE agent = ?",
+                                 (agent,)).get
+        rows = ctx.db.execute(
+            "SELECT output, started_at, exit_code FROM turns WHERE agent = ? AND id < ? AND "
+            "outcome IS NOT NULL AND started_at >= ? ORDER BY id DESC LIMIT 64",
+            (agent, before if before is not None else 2**62, resumed)).fetchall()[::-1]
+        return AgentHistory(agent=agent, recent_outputs=[r[0] or "" for r in rows],
+                            turn_starts=[r[1] for r in rows], consecutive_failures=failures,
+                            recent_exit_codes=[r[2] for r in rows])
+
+    def trip(self, ctx: Ctx, agent: str, veto: Veto, chain: int | None) -> None:
+        """A guardrail vetoed: pause the agent and ask a human, with the evidence."""
+        reason = f"{veto.guardrail}: {veto.reason}"
+        ctx.db.execute("UPDATE agent_state SET paused = 1, paused_reason = ?, updated_at = ? "
+                       "WHERE agent = ?", (reason[:500], ctx.now, agent))
+        state, epoch, turn, *_ = self.state(ctx, agent)
+        ctx.db.execute("INSERT INTO transitions(agent, from_state, to_state, epoch, cause, at) "
+                       "VALUES (?,?,?,?,?,?)", (agent, state, state, epoch, f"paused: {reason}",
+                                                ctx.now))
+        ctx.publish(wire.agent_topic(agent), wire.AgentEvent(
+            agent=agent, state=state, epoch=epoch, paused=True, turn=turn, cause=reason))
+        escalations.post_escalation(ctx, author=SYSTEM, agent=agent, chain=chain,
+                                    guardrail=veto.guardrail, reason=veto.reason,
+                                    evidence=list(veto.evidence))
 
     # ------------------------------------------------------------------ supervisors
     def _require_self(self, ctx: Ctx, agent: str) -> None:
@@ -106,7 +183,7 @@ class Dispatcher:
             self.lose_turn(ctx, req.agent, f"supervisor {req.supervisor} said hello without "
                                            f"turn {turn}")
         state, epoch = self.state(ctx, req.agent)[:2]
-        if state == "ASLEEP" and not paused and offsets.has_due(ctx, req.agent):
+        if state == "ASLEEP" and not paused and self.has_due(ctx, req.agent):
             # ASLEEP -> WAKING: work was waiting when the supervisor came
             epoch = self.transition(ctx, req.agent, "WAKING", "pending work at hello",
                                     epoch=epoch + 1)
@@ -149,7 +226,15 @@ class Dispatcher:
             raise Conflict(f"stale claim for {req.agent}: it is {state} at epoch {epoch}, the "
                            f"claim is for epoch {req.epoch}", field="epoch")
         limits = self.limits_for(req.agent)
-        batch = [] if paused else offsets.unacked(ctx, req.agent, limits.max_batch, due_only=True)
+        batch = [] if paused else self.due(ctx, req.agent, limits.max_batch)
+        if batch:
+            batch = self._drop_poison(ctx, req.agent, batch, limits)
+        if batch:
+            try:
+                Policy(limits).before_turn(req.agent, self.history(ctx, req.agent), ctx.now)
+            except Veto as veto:
+                self.trip(ctx, req.agent, veto, batch[-1].chain)
+                batch = []
         if not batch:
             # WAKING -> ASLEEP: nothing was due after all
             self.transition(ctx, req.agent, "ASLEEP", "claim found an empty batch")
@@ -173,6 +258,26 @@ class Dispatcher:
                                 f"{len(batch)} messages", epoch=epoch + 1, turn=turn)
         return wire.ClaimResult(turn=turn, epoch=epoch, messages=batch)
 
+    def _drop_poison(self, ctx: Ctx, agent: str, batch: list[wire.Message],
+                     limits: Limits) -> list[wire.Message]:
+        """Messages redelivered more than ``max_redeliveries`` times are escalated, not retried."""
+        counts = dict(ctx.db.execute(
+            "SELECT seq, count FROM redeliveries WHERE agent = ? AND count > ?",
+            (agent, limits.max_redeliveries)))
+        poison = [m for m in batch if m.seq in counts]
+        if not poison:
+            return batch
+        for m in poison:
+            offsets.set_acked(ctx, agent, m.channel, m.seq)
+            ctx.db.execute("DELETE FROM redeliveries WHERE agent = ? AND seq = ?", (agent, m.seq))
+        escalations.post_escalation(
+            ctx, author=SYSTEM, agent=agent, chain=poison[-1].chain, guardrail="redelivery",
+            reason=f"{len(poison)} message(s) were redelivered more than "
+                   f"{limits.max_redeliveries} times after lost turns; skipped, not retried",
+            evidence=[f"#{m.seq} in {m.channel} ({counts[m.seq]} deliveries): {m.body[:160]}"
+                      for m in poison])
+        return self.due(ctx, agent, limits.max_batch)
+
     def _batch(self, ctx: Ctx, turn: int | None) -> dict[str, list[int]]:
         if turn is None:
             return {}
@@ -195,11 +300,21 @@ class Dispatcher:
             raise Conflict(f"stale report for turn {req.turn} of {req.agent} (epoch "
                            f"{req.epoch}); the agent is {state} at epoch {epoch}", field="epoch")
         batch = self._batch(ctx, turn)
+        started_at, chain, hop = ctx.db.execute(
+            "SELECT started_at, chain, hop FROM turns WHERE id = ?", (turn,)).fetchone()
+        outcome, vetoed = req.outcome, False
+        try:
+            Policy(self.limits_for(req.agent)).after_turn(
+                TurnFacts(turn_id=turn, agent=req.agent, outcome=req.outcome,
+                          exit_code=req.exit_code, output=req.output, started_at=started_at,
+                          ended_at=ctx.now, engine_error=req.engine_error),
+                self.history(ctx, req.agent, before=turn))
+        except Veto as veto:
+            outcome, vetoed = _VETO_OUTCOME.get(veto.guardrail, req.outcome), True
+            self.trip(ctx, req.agent, veto, chain)
         reply = None
-        if req.reply is not None and req.reply.strip():
-            chain, hop = self.open_turn(ctx, req.agent, turn)
-            newest = max(s for seqs in batch.values() for s in seqs)
-            target = messages.get(ctx, newest)
+        if req.reply is not None and req.reply.strip() and not vetoed:
+            target = messages.get(ctx, max(s for seqs in batch.values() for s in seqs))
             parent = target.in_reply_to if target.in_reply_to is not None else target.seq
             reply = messages.post(ctx, wire.Post(body=req.reply[:messages.MAX_BODY],
                                                  in_reply_to=parent),
@@ -212,20 +327,20 @@ class Dispatcher:
                            f"({','.join('?' * len(seqs))})", (req.agent, *seqs))
         ctx.db.execute(
             "UPDATE turns SET ended_at = ?, outcome = ?, exit_code = ?, digest = ?, excerpt = ?, "
-            "output = ? WHERE id = ?", (ctx.now, req.outcome, req.exit_code, req.digest,
+            "output = ? WHERE id = ?", (ctx.now, outcome, req.exit_code, req.digest,
                                         req.excerpt[:2000], req.output[:65536], turn))
         failed = req.outcome in ("failed", "timeout")
         ctx.db.execute("UPDATE agent_state SET failures = ? WHERE agent = ?",
                        (failures + 1 if failed else 0, req.agent))
         if reply is not None:
             self.on_message(ctx, reply)
-        if offsets.has_due(ctx, req.agent) and not self.state(ctx, req.agent)[4]:
+        if not self.state(ctx, req.agent)[4] and self.has_due(ctx, req.agent):
             # BUSY -> WAKING: more arrived during the turn; one next turn drains it all
-            self.transition(ctx, req.agent, "WAKING", f"turn {turn} {req.outcome}; more is due",
-                            epoch=epoch + 1, publish_wake=True)
+            epoch = self.transition(ctx, req.agent, "WAKING", f"turn {turn} {req.outcome}; more "
+                                    "is due", epoch=epoch + 1, publish_wake=True)
             new_state = "WAKING"
         else:
             # BUSY -> ASLEEP: turn reported, nothing more is due
             self.transition(ctx, req.agent, "ASLEEP", f"turn {turn} {req.outcome}")
             new_state = "ASLEEP"
-        return wire.ReportResult(state=new_state, acked=acked, reply=reply)
+        return wire.ReportResult(state=new_state, epoch=epoch, acked=acked, reply=reply)

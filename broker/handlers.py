@@ -14,7 +14,7 @@ import msgspec
 import structlog
 
 from bus import wire
-from broker import agents, channels, messages, offsets, principals
+from broker import agents, channels, escalations, messages, offsets, principals
 from broker.context import Ctx, Principal
 from broker.dispatcher import Dispatcher
 from broker.errors import BrokerError, Invalid
@@ -122,6 +122,15 @@ class Handlers:
                 principals.revoke(ctx.db, name, ctx.now)
                 self.auth.forget()
                 return wire.Done()
+            case wire.Decide(seq=seq, approve=approve, reason=reason):
+                decision, _ = escalations.decide(ctx, seq, approve, reason)
+                d.on_message(ctx, decision)
+                return wire.MessageResult(message=decision)
+            case wire.Escalate(reason=reason, seq=seq, turn=turn):
+                chain = d.open_turn(ctx, ctx.principal.name, turn)[0] if turn is not None else None
+                return wire.MessageResult(message=escalations.escalate(ctx, reason, seq, chain))
+            case wire.Decisions(channel=ch, limit=limit):
+                return escalations.decisions(ctx, ch, limit)
             case wire.Hello():
                 return d.hello(ctx, req)
             case wire.Claim():

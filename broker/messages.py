@@ -97,12 +97,13 @@ def post(ctx: Ctx, req: wire.Post, *, kind: str | None = None, chain: int | None
     if req.tier and kind not in ("post", "escalation"):
         raise Invalid("only a post carries a tier above 0", field="tier")
     mentions = " ".join(dict.fromkeys(MENTION_RE.findall(body)).keys())
+    status = "pending" if req.tier == 2 else "open"  # tier 2: a hard stop until a human decides
     seq = ctx.db.execute(
         "INSERT INTO messages(channel, author, kind, title, body, type, tier, in_reply_to, "
-        "mentions, chain, hop, turn, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "mentions, chain, hop, turn, status, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
         "RETURNING seq",
         (channel_name, ctx.principal.name, kind, title, body, req.type, req.tier,
-         req.in_reply_to, mentions, chain or 0, hop, turn, ctx.now)).get
+         req.in_reply_to, mentions, chain or 0, hop, turn, status, ctx.now)).get
     if chain is None:  # a new chain starts at its first message
         ctx.db.execute("UPDATE messages SET chain = ? WHERE seq = ?", (seq, seq))
         chain = seq
@@ -114,7 +115,7 @@ def post(ctx: Ctx, req: wire.Post, *, kind: str | None = None, chain: int | None
     return wire.Message(seq=seq, channel=channel_name, author=ctx.principal.name, kind=kind,
                         body=body, title=title, type=req.type, tier=req.tier,
                         in_reply_to=req.in_reply_to, mentions=mentions.split(), chain=chain,
-                        hop=hop, turn=turn, created_at=ctx.now)
+                        hop=hop, turn=turn, status=status, created_at=ctx.now)
 
 
 def check_limit(limit: int, cap: int = MAX_LIMIT) -> int:

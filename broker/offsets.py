@@ -29,7 +29,9 @@ def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool) -> list[wire.Mess
            "JOIN offsets o ON o.principal = s.principal AND o.channel = s.channel "
            "JOIN messages m ON m.channel = s.channel AND m.seq > o.acked "
            "WHERE s.principal = :me AND m.author != :me"
-           + (_WAKE_MATCH if due_only else "") + " ORDER BY m.seq LIMIT :lim")
+           + (_WAKE_MATCH if due_only else "") +
+           f" UNION SELECT {_M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
+           "WHERE d.agent = :me AND d.acked = 0 ORDER BY 1 LIMIT :lim")
     return [to_wire(r) for r in ctx.db.execute(sql, {"me": who, "lim": limit})]
 
 
@@ -63,6 +65,10 @@ def acked(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
 def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
     me = ctx.principal.name
     row = channels.get(ctx, channel)
+    direct = ctx.db.execute("SELECT 1 FROM direct WHERE agent = ? AND seq = ?", (me, up_to)).get
+    if direct:  # a decision on my post, delivered outside my subscriptions
+        set_acked(ctx, me, channel, up_to)
+        return wire.AckResult(channel=channel, last_read=up_to)
     if not ctx.principal.is_human and channels.subscription(ctx, me, channel) is None:
         raise Forbidden(f"not subscribed to {channel}", field="channel")
     in_channel = ctx.db.execute("SELECT channel FROM messages WHERE seq = ?", (up_to,)).get
@@ -80,8 +86,11 @@ def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
 
 
 def set_acked(ctx: Ctx, who: str, channel: str, seq: int) -> None:
+    """Move ``who``'s offset in ``channel`` up to ``seq`` (never back); direct deliveries too."""
     ctx.db.execute("UPDATE offsets SET acked = max(acked, ?), updated_at = ? "
                    "WHERE principal = ? AND channel = ?", (seq, ctx.now, who, channel))
+    ctx.db.execute("UPDATE direct SET acked = 1 WHERE agent = ? AND acked = 0 AND seq <= ? AND "
+                   "seq IN (SELECT seq FROM messages WHERE channel = ?)", (who, seq, channel))
 
 
 def of(ctx: Ctx, who: str) -> dict[str, int]:

@@ -97,6 +97,7 @@ MIGRATIONS: list[str] = [
         paused         INTEGER NOT NULL DEFAULT 0,
         paused_reason  TEXT,
         failures       INTEGER NOT NULL DEFAULT 0,
+        resumed_at     REAL NOT NULL DEFAULT 0,
         updated_at     REAL NOT NULL
     ) WITHOUT ROWID;
 
@@ -134,6 +135,36 @@ MIGRATIONS: list[str] = [
         count INTEGER NOT NULL,
         PRIMARY KEY (agent, seq)
     ) WITHOUT ROWID;
+
+    -- Messages addressed to one agent outside its subscriptions (a decision on its post).
+    CREATE TABLE direct(
+        agent TEXT NOT NULL,
+        seq   INTEGER NOT NULL REFERENCES messages(seq),
+        acked INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (agent, seq)
+    ) WITHOUT ROWID;
+
+    -- Tier-2 decisions: one per post, never overwritten.
+    CREATE TABLE approvals(
+        seq          INTEGER PRIMARY KEY REFERENCES messages(seq),
+        approve      INTEGER NOT NULL,
+        decided_by   TEXT NOT NULL REFERENCES principals(name),
+        reason       TEXT,
+        decision_seq INTEGER NOT NULL REFERENCES messages(seq),
+        at           REAL NOT NULL
+    );
+
+    -- Every guardrail trip and escalation; at most one hop-budget escalation per chain.
+    CREATE TABLE escalations(
+        id        INTEGER PRIMARY KEY,
+        agent     TEXT,
+        chain     INTEGER,
+        guardrail TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        seq       INTEGER NOT NULL REFERENCES messages(seq),
+        at        REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX escalations_hop_chain ON escalations(chain) WHERE guardrail = 'hop_budget';
 
     -- Idempotent producer: the first reply to each (principal, key).
     CREATE TABLE requests(

@@ -383,6 +383,7 @@ class ClaimResult(Result, tag="claim"):
 
 class ReportResult(Result, tag="report"):
     state: AgentStateName
+    epoch: int = 0
     acked: dict[str, int] = {}
     reply: Message | None = None
 

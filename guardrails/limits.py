@@ -23,7 +23,16 @@ DEFAULT_GIVE_UP_PHRASES: tuple[str, ...] = (
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Bounds on one agent's autonomy (DESIGN §5)."""
+    """Bounds on one agent's autonomy (DESIGN §5).
+
+    Who reads what: ``max_hops`` the hop budget (``guardrails/hops.py``);
+    ``max_turns_per_hour`` the turn budget (``turns.py``); ``repeat_threshold`` and
+    ``near_duplicate_ratio`` the livelock detector (``livelock.py``); ``give_up_phrases`` the
+    give-up detector (``giveup.py``, whole words after normalisation, so write plain words
+    without ``.:;?!``); ``max_consecutive_failures`` the failure circuit (``failures.py``).
+    The per-turn caps, ``max_redeliveries`` and ``max_batch`` are enforced by the supervisor and
+    the broker, not by a guardrail.
+    """
 
     max_hops: int = 6
     max_turns_per_hour: int = 30

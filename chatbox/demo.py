@@ -1,0 +1,165 @@
+"""``chatbox demo``: a real multi-process conversation on a temporary workspace, then a clean stop.
+
+It starts a broker and two stub supervisors as separate processes, posts as the human, and shows
+what happens as it happens — wakes, turns, replies — from the bus's own events. Act two posts a
+burst while an agent is busy: the burst causes exactly one follow-up turn, which handles it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bus import wire
+from bus.client import BusClient
+from chatbox.workspace import Workspace
+
+CONFIG = """\
+[limits]
+max_turn_seconds = 20
+
+[agents.echo]
+engine = "stub"
+stub = { delay = 0.3, behaviour = "reply" }
+
+[agents.scribe]
+engine = "stub"
+stub = { delay = 0.0, behaviour = "reply" }
+"""
+
+
+def _safe(text: str) -> str:
+    """Untrusted text for a terminal: no control characters, one line."""
+    return "".join(c if c.isprintable() else " " for c in text.replace("\n", " ⏎ "))
+
+
+class Demo:
+    def __init__(self, root: Path, out=sys.stdout):
+        self.root = root
+        self.ws = Workspace(root)
+        self.out = out
+        self.t0 = time.monotonic()
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.logs = root / "logs"
+
+    def say(self, who: str, text: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.2f}s] {who:<8} {text}", file=self.out, flush=True)
+
+    def spawn(self, name: str, argv: list[str], ready: str = '"ready"') -> None:
+        log_path = self.logs / f"{name}.log"
+        fh = open(log_path, "wb")
+        env = dict(os.environ, CHATBOX_WORKSPACE=str(self.root))
+        proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        fh.close()
+        self.procs.append((name, proc))
+        deadline = time.monotonic() + 20
+        while ready not in log_path.read_text(encoding="utf-8", errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.02)
+        self.say(name, f"started (pid {proc.pid})")
+
+    def run(self) -> int:
+        from broker.bootstrap import init_workspace
+
+        self.logs.mkdir()
+        token = init_workspace(self.ws, "you")
+        self.ws.config_path.write_text(CONFIG, encoding="utf-8")
+        self.say("demo", f"workspace {self.root}")
+        self.spawn("broker", [sys.executable, "-m", "broker"])
+        admin = BusClient(self.ws.endpoints(), token)
+        admin.call(wire.AddAgent(name="echo", subscribe=["#general"], wake="all", engine="stub"))
+        admin.call(wire.AddAgent(name="scribe", subscribe=["#general"], wake="mentions",
+                                 engine="stub"))
+        self.say("demo", "agents: echo (wakes on everything in #general, takes 0.3 s a turn), "
+                 "scribe (wakes on @mentions and replies to its posts)")
+        admin.subscribe([wire.channel_topic("#general"), wire.agent_topic("echo"),
+                         wire.agent_topic("scribe")])
+        for agent in ("echo", "scribe"):
+            self.spawn(agent, [sys.executable, "-m", "supervisor", "--agent", agent])
+
+        self.say("demo", "— act one: a question for everyone —")
+        admin.call(wire.Post(channel="#general", body="Morning! @scribe please take notes. "
+                             "What is everyone working on?"))
+        self.follow(admin)
+
+        self.say("demo", "— act two: a burst of three posts while echo is busy —")
+        for i in range(1, 5):
+            admin.call(wire.Post(channel="#general", body=f"update {i} of 4"))
+        self.follow(admin)
+
+        turns = {a.name: a for a in admin.call(wire.ListAgents()).agents}
+        for name, info in turns.items():
+            last = info.last_turn
+            self.say(name, f"{info.state}, offsets {info.offsets}, last turn "
+                     f"{last.id if last else '-'} {last.outcome if last else ''}")
+        admin.close()
+        return 0
+
+    def follow(self, client: BusClient, quiet: float = 1.0, limit: float = 30.0) -> None:
+        """Print events until every agent has been asleep for ``quiet`` seconds."""
+        states = {"echo": "ASLEEP", "scribe": "ASLEEP"}
+        seen = 0
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            got = client.recv_event(quiet)
+            if got is None:
+                if all(s == "ASLEEP" for s in states.values()):
+                    return
+                continue
+            _, ev = got
+            if isinstance(ev, wire.AgentEvent):
+                states[ev.agent] = ev.state
+                self.say(ev.agent, f"→ {ev.state}  ({_safe(ev.cause)})")
+            elif isinstance(ev, wire.MessageEvent) and ev.seq > seen:
+                for m in client.call(wire.Read(channel=ev.channel, since=ev.seq - 1,
+                                               limit=1)).messages:
+                    seen = m.seq
+                    where = f"↳ #{m.seq} (re #{m.in_reply_to})" if m.in_reply_to else f"#{m.seq}"
+                    self.say(m.author, f"{where} {m.channel}: {_safe(m.body)}")
+        raise RuntimeError(f"the fleet did not settle within {limit:g}s")
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(5)
+            self.say(name, f"stopped (exit {proc.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="chatbox demo", description=__doc__.splitlines()[0])
+    p.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    args = p.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="cbx-demo-"))
+    demo = Demo(root)
+    try:
+        return demo.run()
+    except (RuntimeError, OSError) as exc:
+        print(f"chatbox demo: {exc}", file=sys.stderr)
+        for log in sorted((root / "logs").glob("*.log")):
+            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            print(f"--- {log.name}\n" + "\n".join(tail), file=sys.stderr)
+        return 1
+    finally:
+        demo.stop()
+        if args.keep:
+            print(f"workspace kept at {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The policy: every guardrail in order, asked at each of the broker's three decision points.
+
+The broker builds one ``Policy`` per set of limits (the defaults, or an agent's overrides) and
+calls :meth:`Policy.on_message`, :meth:`Policy.before_turn` and :meth:`Policy.after_turn`. Each
+runs the hook of every guardrail in order; the first ``Veto`` propagates and the rest are not
+asked. What a Veto leads to (no wakes; a paused agent and a tier-2 post to ``#alerts`` naming
+the agent, the chain, the reason and the evidence) is the broker's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from guardrails.base import Guardrail
+from guardrails.errors import InvalidLimits
+from guardrails.facts import AgentHistory, MessageFacts, TurnFacts
+from guardrails.failures import FailureCircuit, is_failure
+from guardrails.giveup import GiveUpDetector
+from guardrails.hops import HopBudget
+from guardrails.limits import Limits
+from guardrails.livelock import LivelockDetector
+from guardrails.turns import TurnBudget
+
+#: The guardrails a policy runs unless told otherwise, in order. After a turn, the failure
+#: circuit speaks first (the process's fate is a plain fact), then give-up (the agent's own
+#: word), then livelock (an inference from several turns).
+DEFAULT_GUARDRAILS: tuple[type[Guardrail], ...] = (
+    HopBudget, TurnBudget, FailureCircuit, GiveUpDetector, LivelockDetector,
+)
+
+
+class Policy:
+    """An ordered list of guardrails built from one ``Limits``; the first Veto wins."""
+
+    def __init__(self, limits: Limits, guardrails: Iterable[Guardrail] | None = None) -> None:
+        problems = limits.validate()
+        if problems:
+            raise InvalidLimits("; ".join(problems))
+        self.limits = limits
+        self.hops = HopBudget(limits)
+        if guardrails is None:
+            guardrails = [self.hops if cls is HopBudget else cls(limits) for cls in DEFAULT_GUARDRAILS]
+        self.guardrails: list[Guardrail] = list(guardrails)
+
+    def __repr__(self) -> str:
+        return f"Policy({self.guardrails!r})"
+
+    def on_message(self, msg: MessageFacts) -> None:
+        """Ask every guardrail whether ``msg`` may wake anyone; raise the first Veto."""
+        for guardrail in self.guardrails:
+            guardrail.on_message(msg)
+
+    def before_turn(self, agent: str, history: AgentHistory, now: float) -> None:
+        """Ask every guardrail whether ``agent`` may start a turn at ``now``; raise the first Veto."""
+        for guardrail in self.guardrails:
+            guardrail.before_turn(agent, history, now)
+
+    def after_turn(self, turn: TurnFacts, history: AgentHistory) -> None:
+        """Ask every guardrail whether the agent may go on after ``turn``; raise the first Veto."""
+        for guardrail in self.guardrails:
+            guardrail.after_turn(turn, history)
+
+    def next_hop(self, trigger_hops: Iterable[int]) -> int:
+        """The hop of a post made inside a turn triggered by messages at ``trigger_hops``."""
+        return self.hops.next_hop(trigger_hops)
+
+    def start_hop(self) -> int:
+        """The hop of a post that starts a chain: 0."""
+        return self.hops.start_hop()
+
+    def wakes(self, hop: int) -> bool:
+        """Whether a message at ``hop`` may wake anyone."""
+        return self.hops.wakes(hop)
+
+    @staticmethod
+    def is_failure(outcome: str) -> bool:
+        """Whether a turn with this outcome counts towards the failure circuit."""
+        return is_failure(outcome)
