@@ -48,6 +48,7 @@ class Demo:
         self.t0 = time.monotonic()
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.logs = root / "logs"
+        self.states = {"echo": "ASLEEP", "scribe": "ASLEEP"}
 
     def say(self, who: str, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.2f}s] {who:<8} {text}", file=self.out, flush=True)
@@ -92,7 +93,10 @@ class Demo:
         self.follow(admin)
 
         self.say("demo", "— act two: a burst of three posts while echo is busy —")
-        for i in range(1, 5):
+        admin.call(wire.Post(channel="#general", body="update 1 of 4"))
+        self.follow(admin, until=lambda ev: isinstance(ev, wire.AgentEvent)
+                    and ev.agent == "echo" and ev.state == "BUSY")
+        for i in range(2, 5):
             admin.call(wire.Post(channel="#general", body=f"update {i} of 4"))
         self.follow(admin)
 
@@ -104,10 +108,10 @@ class Demo:
         admin.close()
         return 0
 
-    def follow(self, client: BusClient, quiet: float = 1.0, limit: float = 30.0) -> None:
-        """Print events until every agent has been asleep for ``quiet`` seconds."""
-        states = {"echo": "ASLEEP", "scribe": "ASLEEP"}
-        seen = 0
+    def follow(self, client: BusClient, quiet: float = 1.0, limit: float = 30.0,
+               until=None) -> None:
+        """Print events until ``until(event)`` holds, or every agent has slept ``quiet`` seconds."""
+        states = self.states
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             got = client.recv_event(quiet)
@@ -116,16 +120,20 @@ class Demo:
                     return
                 continue
             _, ev = got
-            if isinstance(ev, wire.AgentEvent):
-                states[ev.agent] = ev.state
-                self.say(ev.agent, f"→ {ev.state}  ({_safe(ev.cause)})")
-            elif isinstance(ev, wire.MessageEvent) and ev.seq > seen:
-                for m in client.call(wire.Read(channel=ev.channel, since=ev.seq - 1,
-                                               limit=1)).messages:
-                    seen = m.seq
-                    where = f"↳ #{m.seq} (re #{m.in_reply_to})" if m.in_reply_to else f"#{m.seq}"
-                    self.say(m.author, f"{where} {m.channel}: {_safe(m.body)}")
+            self.show(client, ev, states)
+            if until is not None and until(ev):
+                return
         raise RuntimeError(f"the fleet did not settle within {limit:g}s")
+
+    def show(self, client: BusClient, ev: wire.Event, states: dict[str, str]) -> None:
+        if isinstance(ev, wire.AgentEvent):
+            states[ev.agent] = ev.state
+            self.say(ev.agent, f"→ {ev.state}  ({_safe(ev.cause)})")
+        elif isinstance(ev, wire.MessageEvent):
+            for m in client.call(wire.Read(channel=ev.channel, since=ev.seq - 1,
+                                           limit=1)).messages:
+                where = f"↳ #{m.seq} (re #{m.in_reply_to})" if m.in_reply_to else f"#{m.seq}"
+                self.say(m.author, f"{where} {m.channel}: {_safe(m.body)}")
 
     def stop(self) -> None:
         for name, proc in reversed(self.procs):

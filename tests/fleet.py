@@ -57,10 +57,10 @@ class Proc:
                  env: dict[str, str] | None = None):
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(argv, cwd=ws.root, env=env or child_env(ws),
-                                      stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.popen = subprocess.Popen(argv, cwd=ws.root, env=env or child_env(ws),
+                                          stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
     def pid(self) -> int:
@@ -94,7 +94,6 @@ class Proc:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self._log.close()
         return self.popen.returncode
 
     def kill(self) -> None:

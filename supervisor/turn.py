@@ -1,0 +1,86 @@
+"""One turn, from a claimed batch to a TurnReport: prompt, command, capped run, outcome."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import msgspec
+import structlog
+
+from bus import wire
+from chatbox.config import AgentConfig
+from chatbox.workspace import Workspace
+from guardrails.limits import Limits
+from supervisor import engines
+from supervisor.prompt import render_prompt
+from supervisor.runner import TurnSpec, allowed_env, run_turn
+
+log = structlog.get_logger("supervisor")
+
+# runner outcome -> turn outcome on the wire
+_OUTCOMES = {"ok": "ok", "failed": "failed", "timeout": "timeout", "capped": "failed",
+             "cancelled": "failed"}
+
+
+class TurnRunner:
+    def __init__(self, agent: str, config: AgentConfig, limits: Limits, ws: Workspace):
+        self.agent = agent
+        self.config = config
+        self.limits = limits
+        self.ws = ws
+
+    def options(self) -> dict:
+        c = self.config
+        match c.engine:
+            case "stub":
+                return {"behaviour": c.stub.behaviour, "delay": c.stub.delay}
+            case "command":
+                return {"argv": list(c.command), "reply": c.reply}
+            case _:
+                return {"model": c.model} if c.model else {}
+
+    def mcp_command(self) -> list[str]:
+        chatbox = os.path.join(os.path.dirname(sys.executable), "chatbox")
+        return [chatbox, "mcp", "--agent", self.agent, "--workspace", str(self.ws.root)]
+
+    def build(self, turn: int, messages: list[wire.Message]) -> tuple[TurnSpec, str]:
+        prompt = render_prompt(self.agent, messages,
+                               redelivered={m.seq for m in messages if m.redelivered})
+        batch_json = msgspec.json.encode({"agent": self.agent, "turn": turn,
+                                          "messages": messages})
+        argv, stdin, extra_env, reply_mode = engines.build_turn(
+            self.config.engine, agent=self.agent, prompt=prompt, batch_json=batch_json,
+            options=self.options(), workspace=str(self.ws.root), mcp_command=self.mcp_command())
+        env = allowed_env(os.environ, {
+            **extra_env, "CHATBOX_TURN_ID": str(turn), "CHATBOX_AGENT": self.agent,
+            "CHATBOX_WORKSPACE": str(self.ws.root)}, self.config.env)
+        if self.config.auth == "subscription":
+            env = engines.strip_api_keys(env)
+        if self.config.engine == "stub":
+            # the stub is our own module: it must import from wherever chatbox is installed
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        spec = TurnSpec(argv=argv, stdin=stdin, env=env, cwd=str(self.ws.root),
+                        max_seconds=self.limits.max_turn_seconds,
+                        max_output_bytes=self.limits.max_output_bytes,
+                        kill_grace_seconds=self.limits.kill_grace_seconds)
+        return spec, reply_mode
+
+    def run(self, turn: int, epoch: int, messages: list[wire.Message], supervisor: str, *,
+            cancel_fd: int | None = None,
+            is_cancelled: Callable[[], bool] = lambda: False) -> wire.TurnReport:
+        spec, reply_mode = self.build(turn, messages)
+        log.info("turn_start", turn=turn, batch=[m.seq for m in messages])
+        result = run_turn(spec, cancel_fd=cancel_fd, is_cancelled=is_cancelled,
+                          on_start=lambda pid: log.info("turn_spawned", turn=turn, pid=pid))
+        outcome = _OUTCOMES.get(result.outcome, "failed")
+        reply = result.output.strip() if reply_mode == "stdout" and outcome == "ok" else None
+        engine_error = engines.engine_error(self.config.engine, result.output)
+        log.info("turn", turn=turn, outcome=outcome, runner=result.outcome,
+                 exit_code=result.exit_code, seconds=round(result.ended_at - result.started_at, 3),
+                 batch=len(messages), stderr=result.stderr_tail[-300:] or None)
+        return wire.TurnReport(agent=self.agent, supervisor=supervisor, turn=turn, epoch=epoch,
+                               outcome=outcome, exit_code=result.exit_code, digest=result.digest,
+                               excerpt=result.excerpt, output=result.output[:65536],
+                               reply=reply or None, engine_error=engine_error)

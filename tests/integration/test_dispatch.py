@@ -1,0 +1,182 @@
+"""Event-driven dispatch with a real fleet: a broker and supervisors as separate processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from bus import wire
+from tests.fleet import Fleet, child_env, wait_for
+
+
+def stub_config(**agents: str) -> str:
+    """chatbox.toml with one stub agent per keyword: name=behaviour[:delay][:max_turn_seconds]."""
+    out = ["[limits]", "kill_grace_seconds = 0.5", ""]
+    for name, spec in agents.items():
+        parts = spec.split(":")
+        behaviour, delay, cap = parts + ["0", "30"][len(parts) - 1:]
+        out += [f"[agents.{name}]", 'engine = "stub"',
+                f'stub = {{ behaviour = "{behaviour}", delay = {float(delay)} }}',
+                f"limits = {{ max_turn_seconds = {float(cap)} }}", ""]
+    return "\n".join(out)
+
+
+def acks(fleet: Fleet, agent: str, channel: str = "#general") -> list[list[int]]:
+    """The seqs each of ``agent``'s stub replies acknowledged, in order."""
+    return [[int(x) for x in m.body.split()[1:]] for m in fleet.read(channel)
+            if m.author == agent and m.body.startswith("ack")]
+
+
+def settled(fleet: Fleet, *agents: str) -> bool:
+    infos = [fleet.agent(a) for a in agents]
+    return all(i.state == "ASLEEP" for i in infos)
+
+
+def test_one_post_wakes_exactly_the_subscribed_agents_once(fleet):
+    """DESIGN §4.1: every subscribed agent whose wake mode matches is woken, once; others not."""
+    fleet.write_config(stub_config(ann="reply", bob="reply", cat="reply"))
+    fleet.client().call(wire.CreateChannel(name="#other", topic="elsewhere"))
+    fleet.add_agent("ann", "#general", wake="mentions")
+    fleet.add_agent("bob", "#general", wake="mentions")
+    fleet.add_agent("cat", "#other")
+    for a in ("ann", "bob", "cat"):
+        fleet.start_supervisor(a)
+    post = fleet.post("#general", "@ann @bob status please")
+    wait_for(lambda: acks(fleet, "ann") and acks(fleet, "bob"), what="both replies")
+    wait_for(lambda: settled(fleet, "ann", "bob", "cat"), what="the fleet to settle")
+    assert acks(fleet, "ann") == [[post.seq]]
+    assert acks(fleet, "bob") == [[post.seq]]
+    assert fleet.agent("cat").last_turn is None
+    replies = [m for m in fleet.read("#general") if m.author in ("ann", "bob")]
+    assert all(m.in_reply_to == post.seq and m.hop == 1 and m.chain == post.chain
+               for m in replies)
+
+
+def test_a_burst_during_a_busy_turn_causes_exactly_one_follow_up_turn(fleet):
+    """DESIGN §4.3: five messages that arrive during one turn cause one next turn draining all."""
+    fleet.write_config(stub_config(slow="reply:1.0"))
+    fleet.add_agent("slow", "#general")
+    sup = fleet.start_supervisor("slow")
+    first = fleet.post("#general", "first")
+    sup.wait_log("turn_spawned")
+    burst = [fleet.post("#general", f"burst {i}").seq for i in range(5)]
+    wait_for(lambda: len(acks(fleet, "slow")) >= 2, what="the follow-up turn")
+    wait_for(lambda: settled(fleet, "slow"), what="slow to sleep")
+    assert acks(fleet, "slow") == [[first.seq], burst]
+    assert len([e for e in sup.log_events() if e["event"] == "turn"]) == 2
+
+
+def test_a_backlog_is_handled_completely_in_capped_batches(bare_fleet):
+    """DESIGN §4.2: a claim returns every unacked message up to the batch cap; none is lost."""
+    fleet = bare_fleet
+    fleet.write_config("[limits]\nmax_batch = 40\n\n[agents.busy]\nengine = \"stub\"\n")
+    fleet.start_broker()
+    fleet.add_agent("busy", "#general")
+    seqs = [fleet.post("#general", f"backlog {i}").seq for i in range(100)]
+    fleet.start_supervisor("busy")
+    wait_for(lambda: sum(len(a) for a in acks(fleet, "busy")) >= 100, timeout=30,
+             what="the whole backlog acknowledged")
+    wait_for(lambda: settled(fleet, "busy"), what="busy to sleep")
+    handled = acks(fleet, "busy")
+    assert [s for batch in handled for s in batch] == seqs
+    assert [len(b) for b in handled] == [40, 40, 20]
+    assert fleet.agent("busy").offsets["#general"] >= seqs[-1]
+
+
+def test_a_supervisor_killed_mid_turn_is_noticed_and_its_messages_redelivered_once(bare_fleet):
+    """DESIGN §4.5: the turn is recorded lost, the turn's child dies too, a restart redelivers."""
+    fleet = bare_fleet
+    fleet.write_config(stub_config(worker="reply:60"))
+    fleet.start_broker()
+    fleet.add_agent("worker", "#general")
+    sup = fleet.start_supervisor("worker")
+    post = fleet.post("#general", "do the thing")
+    child = sup.wait_log("turn_spawned")["pid"]
+    os.kill(sup.pid, signal.SIGKILL)
+    wait_for(lambda: fleet.agent("worker").state == "ASLEEP", what="the lost turn noticed")
+    info = fleet.agent("worker")
+    assert info.last_turn.outcome == "lost"
+    wait_for(lambda: not _alive(child), what="the orphaned turn child to die with its parent")
+    fleet.write_config(stub_config(worker="reply"))
+    fleet.start_supervisor("worker")
+    wait_for(lambda: acks(fleet, "worker"), what="the redelivered turn")
+    wait_for(lambda: settled(fleet, "worker"), what="worker to sleep")
+    assert acks(fleet, "worker") == [[post.seq]]
+    assert fleet.agent("worker").last_turn.outcome == "ok"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead for our purpose
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_hung_turn_is_killed_at_its_cap_while_other_agents_keep_working(fleet):
+    """DESIGN §5 caps: wall time kills the turn's process group; other agents are untouched."""
+    fleet.write_config(stub_config(stuck="hang:0:1.5", quick="reply"))
+    fleet.add_agent("stuck", "#general", wake="mentions")
+    fleet.add_agent("quick", "#general", wake="mentions")
+    stuck = fleet.start_supervisor("stuck")
+    fleet.start_supervisor("quick")
+    fleet.post("#general", "@stuck please hang")
+    stuck.wait_log("turn_spawned")
+    during = fleet.post("#general", "@quick are you there?")
+    wait_for(lambda: acks(fleet, "quick") == [[during.seq]], what="quick to answer meanwhile")
+    assert fleet.agent("stuck").state == "BUSY"
+    event = stuck.wait_log("turn", timeout=15)
+    assert event["outcome"] == "timeout"
+    wait_for(lambda: fleet.agent("stuck").state == "ASLEEP", what="stuck to sleep")
+    assert fleet.agent("stuck").last_turn.outcome == "timeout"
+
+
+def test_a_broker_restart_mid_turn_loses_nothing(fleet):
+    """DESIGN §4.6: the report is retried until the restarted broker has it; no message is lost."""
+    fleet.write_config(stub_config(steady="reply:1.5"))
+    fleet.add_agent("steady", "#general")
+    sup = fleet.start_supervisor("steady")
+    post = fleet.post("#general", "survive a restart")
+    sup.wait_log("turn_spawned")
+    assert fleet.stop_broker() == 0
+    fleet.start_broker()
+    wait_for(lambda: acks(fleet, "steady") == [[post.seq]], timeout=20,
+             what="the reply after the restart")
+    wait_for(lambda: settled(fleet, "steady"), what="steady to sleep")
+    after = fleet.post("#general", "and after it")
+    wait_for(lambda: acks(fleet, "steady") == [[post.seq], [after.seq]], timeout=20,
+             what="a turn for a post made after the restart")
+
+
+def test_a_second_supervisor_for_the_same_agent_is_refused(fleet):
+    """DESIGN §4.4: one supervisor per agent; the second exits at once with a clear message."""
+    fleet.write_config(stub_config(solo="reply"))
+    fleet.add_agent("solo", "#general")
+    fleet.start_supervisor("solo")
+    second = subprocess.run([sys.executable, "-m", "supervisor", "--agent", "solo"],
+                            env=child_env(fleet.ws), cwd=fleet.root, capture_output=True,
+                            text=True, timeout=20)
+    assert second.returncode == 1
+    assert "already has a running supervisor" in second.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_supervisor_stops_gracefully_finishing_its_turn(fleet, sig):
+    """Issue 3: the first INT/TERM finishes the running turn, reports it, and exits 0."""
+    fleet.write_config(stub_config(calm="reply:1.0"))
+    fleet.add_agent("calm", "#general")
+    sup = fleet.start_supervisor("calm")
+    post = fleet.post("#general", "finish this first")
+    sup.wait_log("turn_spawned")
+    sup.popen.send_signal(sig)
+    assert sup.popen.wait(20) == 0
+    assert acks(fleet, "calm") == [[post.seq]]
+    assert fleet.agent("calm").state == "ASLEEP"
