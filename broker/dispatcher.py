@@ -125,7 +125,8 @@ class Dispatcher:
 
     def due(self, ctx: Ctx, agent: str, limit: int) -> list[wire.Message]:
         """What a turn of ``agent`` would handle now: its unacked due messages, oldest first."""
-        batch = offsets.unacked(ctx, agent, limit, due_only=True)
+        batch = offsets.unacked(ctx, agent, limit, due_only=True,
+                                max_hops=self.limits_for(agent).max_hops)
         if batch and escalations.held(ctx, agent):
             batch = [m for m in batch if m.kind == "decision"]
         return batch

@@ -19,7 +19,7 @@ from broker.server import Server
 from broker.store import Store
 from bus.errors import EndpointError
 from chatbox import __version__, logs
-from chatbox.config import ConfigError, load
+from chatbox.config import ConfigError, ConfigSource
 from chatbox.workspace import Workspace, WorkspaceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ws = Workspace.find(args.workspace)
         ws.require_initialised()
-        config = load(ws.config_path)
+        source = ConfigSource(ws.config_path)
+        config = source.get()
     except (WorkspaceError, ConfigError) as exc:
         print(f"broker: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(ws.db_path, synchronous=args.synchronous)
         with store.write():
             channels.create_standing(Ctx(store.db, Principal("broker", "admin"), time.time()))
-        dispatcher = Dispatcher(config.limits_for)
+        source.on_error = lambda exc: log.error("config_rejected", error=str(exc))
+        dispatcher = Dispatcher(source.limits_for)
         handlers = Handlers(store, ws, dispatcher, __version__, time.time())
         server = Server(handlers, ws.endpoints(config.bus.request, config.bus.events))
         server.bind()

@@ -20,19 +20,22 @@ _WAKE_MATCH = (
     " OR EXISTS (SELECT 1 FROM messages p WHERE p.seq = m.in_reply_to AND p.author = :me))")
 
 
-def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool) -> list[wire.Message]:
+def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool,
+            max_hops: int = 2**31) -> list[wire.Message]:
     """Unacked messages of others in ``who``'s subscriptions, oldest first.
 
-    ``due_only`` keeps only those its wake modes say should wake it (a turn's batch).
+    ``due_only`` keeps only those its wake modes say should wake it and whose hop is under the
+    hop budget (a turn's batch).
     """
     sql = (f"SELECT {_M_COLUMNS} FROM subscriptions s "
            "JOIN offsets o ON o.principal = s.principal AND o.channel = s.channel "
            "JOIN messages m ON m.channel = s.channel AND m.seq > o.acked "
            "WHERE s.principal = :me AND m.author != :me"
-           + (_WAKE_MATCH if due_only else "") +
+           + (_WAKE_MATCH + " AND m.hop < :max_hops" if due_only else "") +
            f" UNION SELECT {_M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
            "WHERE d.agent = :me AND d.acked = 0 ORDER BY 1 LIMIT :lim")
-    return [to_wire(r) for r in ctx.db.execute(sql, {"me": who, "lim": limit})]
+    return [to_wire(r) for r in ctx.db.execute(sql, {"me": who, "lim": limit,
+                                                     "max_hops": max_hops})]
 
 
 def has_due(ctx: Ctx, who: str) -> bool:

@@ -133,3 +133,37 @@ max_redeliveries = 3        # a message redelivered more often is escalated inst
 # engine = "stub"
 # stub = { delay = 0.0, behaviour = "reply" }   # reply | fail | hang | repeat | give-up
 """
+
+
+class ConfigSource:
+    """The broker's view of chatbox.toml: re-read when the file changes, so a limit edited (or an
+    agent section appended by ``chatbox agent add``) applies without a restart. A broken edit is
+    reported and the last good configuration stays in force."""
+
+    def __init__(self, path: Path, on_error=None):
+        self.path = path
+        self.on_error = on_error
+        self._stamp: tuple[int, int] | None = None
+        self._config = load(path)
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def get(self) -> Config:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._config = load(self.path)
+            except ConfigError as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
+        return self._config
+
+    def limits_for(self, name: str) -> Limits:
+        return self.get().limits_for(name)
