@@ -165,9 +165,10 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ supervisors
     def _require_self(self, ctx: Ctx, agent: str) -> None:
-        p = ctx.principal
-        if p.name != agent and p.role != "admin":
-            raise Forbidden(f"{p.name} may not act as the supervisor of {agent}", field="agent")
+        """A supervisor acts with its agent's own token, never another principal's."""
+        if ctx.principal.name != agent:
+            raise Forbidden(f"{ctx.principal.name} may not act as the supervisor of {agent}; "
+                            "a supervisor uses its agent's token", field="agent")
 
     def hello(self, ctx: Ctx, req: wire.Hello) -> wire.HelloResult:
         self._require_self(ctx, req.agent)
@@ -314,10 +315,10 @@ class Dispatcher:
             outcome, vetoed = _VETO_OUTCOME.get(veto.guardrail, req.outcome), True
             self.trip(ctx, req.agent, veto, chain)
         reply = None
-        if req.reply is not None and req.reply.strip() and not vetoed:
+        if req.reply is not None and messages.clip_body(req.reply).strip() and not vetoed:
             target = messages.get(ctx, max(s for seqs in batch.values() for s in seqs))
             parent = target.in_reply_to if target.in_reply_to is not None else target.seq
-            reply = messages.post(ctx, wire.Post(body=req.reply[:messages.MAX_BODY],
+            reply = messages.post(ctx, wire.Post(body=messages.clip_body(req.reply),
                                                  in_reply_to=parent),
                                   chain=chain, hop=hop + 1, turn=turn)
         acked = {}

@@ -55,9 +55,10 @@ class Handlers:
             log.warning("auth_failed", op=type(env.req).__name__)
             return _error(env.rid, exc.code, exc.message)
         ctx = Ctx(self.db, principal, now)
+        keyed = env.idem is not None and type(env.req) not in wire.READ_ONLY
         try:
             with self.store.savepoint():
-                if env.idem is not None:
+                if keyed:
                     stored = self.db.execute(
                         "SELECT reply FROM requests WHERE principal = ? AND key = ?",
                         (principal.name, env.idem)).get
@@ -65,10 +66,13 @@ class Handlers:
                         return wire.encode(wire.Reply(
                             rid=env.rid, result=msgspec.msgpack.decode(stored, type=wire.ResultBody)))
                 result = self.route(ctx, env.req)
-                if env.idem is not None and type(env.req) not in wire.READ_ONLY:
+                if keyed:
+                    # a token is shown once and never stored: a replay gets the file's path only
+                    stored = (msgspec.structs.replace(result, token="")
+                              if isinstance(result, wire.AgentCreated) else result)
                     self.db.execute("INSERT INTO requests(principal, key, reply, created_at) "
                                     "VALUES (?, ?, ?, ?)",
-                                    (principal.name, env.idem, wire.encode(result), now))
+                                    (principal.name, env.idem, wire.encode(stored), now))
         except BrokerError as exc:
             return _error(env.rid, exc.code, exc.message, exc.field)
         except Exception:

@@ -13,7 +13,8 @@ MAX_BODY = 64 * 1024
 MAX_TITLE = 200
 MAX_LIMIT = 1000
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9][a-z0-9_.-]{0,63})")
+# @name; a name never ends in "." or "-" here, so "thanks @kim." mentions kim
+MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9_])?)")
 
 COLUMNS = ("seq, channel, author, kind, title, body, type, tier, in_reply_to, mentions, chain, "
            "hop, turn, pinned, status, resolution, created_at")
@@ -34,6 +35,12 @@ def get(ctx: Ctx, seq: int, field: str = "seq") -> wire.Message:
     if row is None:
         raise NotFound(f"no message #{seq}", field=field)
     return to_wire(row)
+
+
+def clip_body(text: str) -> str:
+    """Untrusted engine output made storable: no NUL, at most MAX_BODY bytes of UTF-8."""
+    raw = text.replace("\x00", "").encode("utf-8", "replace")
+    return raw[:MAX_BODY].decode("utf-8", "ignore")
 
 
 def check_body(body: str, *, required: bool) -> str:

@@ -199,18 +199,22 @@ class Store:
             self.db = apsw.Connection(str(path))
         except apsw.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute("PRAGMA journal_mode=WAL")
         self._depth = 0
         self._savepoints = 0
-        self.migrate()
+        try:
+            version = self.db.execute("PRAGMA user_version").get
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.path} has schema version {version}, newer than this "
+                    f"chatbox ({SCHEMA_VERSION}); upgrade chatbox")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.migrate(version)
+        except BaseException:
+            self.db.close()
+            raise
 
-    def migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").get
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"database {self.path} has schema version {version}, newer than this "
-                f"chatbox ({SCHEMA_VERSION}); upgrade chatbox")
+    def migrate(self, version: int) -> None:
         for i in range(version, SCHEMA_VERSION):
             with self.write():
                 self.db.execute(MIGRATIONS[i])

@@ -1,0 +1,145 @@
+"""The store: schema migrations, WAL, and the transaction helper (DESIGN §3, STYLE "SQLite")."""
+
+from __future__ import annotations
+
+import apsw
+import pytest
+
+from broker.errors import StoreError
+from broker.store import SCHEMA_VERSION, Store
+from bus import wire
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return tmp_path / "chatbox.db"
+
+
+def _tables(store: Store) -> set[str]:
+    return {name for (name,) in store.db.execute(
+        "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view')")}
+
+
+def _add(db, name: str) -> None:
+    db.execute("INSERT INTO principals(name, role, created_at) VALUES (?, 'human', 0)", (name,))
+
+
+def _schema(store: Store) -> list[tuple]:
+    # sqlite_stat* tables come and go with PRAGMA optimize; they are not our schema.
+    return store.db.execute("SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' "
+                            "ORDER BY name").fetchall()
+
+
+def test_migrations_bring_a_new_database_to_the_schema_version(db_path):
+    """DESIGN §3: a new database gets every table of the data model."""
+    store = Store(db_path)
+    try:
+        assert store.db.execute("PRAGMA user_version").get == SCHEMA_VERSION
+        assert {"principals", "channels", "subscriptions", "messages", "messages_fts", "offsets",
+                "agent_state", "turns", "approvals", "requests"} <= _tables(store)
+    finally:
+        store.close()
+
+
+def test_reopening_a_migrated_database_is_idempotent(db_path):
+    """DESIGN §3: migrations run once; reopening keeps version and data."""
+    store = Store(db_path)
+    with store.write() as db:
+        db.execute("INSERT INTO principals(name, role, created_at) VALUES ('bob', 'human', 0)")
+    schema = _schema(store)
+    store.close()
+    store = Store(db_path)
+    try:
+        assert store.db.execute("PRAGMA user_version").get == SCHEMA_VERSION
+        assert _schema(store) == schema
+        assert store.db.execute("SELECT name FROM principals").fetchall() == [("bob",)]
+    finally:
+        store.close()
+
+
+def test_a_database_from_a_newer_chatbox_is_refused_with_a_clear_error(db_path):
+    """DESIGN §3: an unknown (newer) schema version is never opened and never downgraded."""
+    conn = apsw.Connection(str(db_path))
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(StoreError) as info:
+        Store(db_path)
+    assert str(SCHEMA_VERSION + 5) in info.value.message
+    assert "newer" in info.value.message
+    conn = apsw.Connection(str(db_path))
+    try:
+        assert conn.execute("PRAGMA user_version").get == SCHEMA_VERSION + 5
+        assert conn.execute("SELECT count(*) FROM sqlite_schema").get == 0
+    finally:
+        conn.close()
+
+
+def test_the_database_runs_in_wal_mode(db_path):
+    """DESIGN §3: SQLite via apsw, WAL."""
+    store = Store(db_path)
+    try:
+        assert store.db.execute("PRAGMA journal_mode").get.lower() == "wal"
+    finally:
+        store.close()
+
+
+def test_write_commits_on_success_and_rolls_back_on_error(db_path):
+    """STYLE: one transaction helper; a block is all or nothing."""
+    store = Store(db_path)
+    try:
+        with store.write() as db:
+            db.execute("INSERT INTO principals(name, role, created_at) VALUES ('a', 'human', 0)")
+        with pytest.raises(RuntimeError), store.write() as db:
+            db.execute("INSERT INTO principals(name, role, created_at) VALUES ('b', 'human', 0)")
+            raise RuntimeError("boom")
+        assert not store.in_transaction
+        assert [n for (n,) in store.db.execute("SELECT name FROM principals")] == ["a"]
+    finally:
+        store.close()
+
+
+def test_a_failing_savepoint_rolls_back_only_itself(db_path):
+    """DESIGN §3 / store docstring: one savepoint per request inside a shared batch commit."""
+    store = Store(db_path)
+    try:
+        with store.write() as db:
+            with store.savepoint():
+                _add(db, "a")
+            with pytest.raises(RuntimeError), store.savepoint():
+                _add(db, "b")
+                raise RuntimeError("boom")
+            with store.savepoint():
+                _add(db, "c")
+        names = [n for (n,) in store.db.execute("SELECT name FROM principals ORDER BY name")]
+        assert names == ["a", "c"]
+    finally:
+        store.close()
+
+
+def test_a_failing_request_in_a_batch_rolls_back_only_its_own_writes(hub):
+    """DESIGN §3: each request is all-or-nothing while the batch shares one commit."""
+    # The AddAgent writes its principal, subscribes #general, then fails on the unknown #nope.
+    payloads = [
+        hub.envelope(wire.Post(channel="#general", body="first")),
+        hub.envelope(wire.AddAgent(name="ghost", subscribe=["#general", "#nope"])),
+        hub.envelope(wire.Post(channel="#general", body="second")),
+    ]
+    replies = [wire.reply_decoder.decode(r) for r in hub.handle_many(payloads)]
+    assert replies[0].error is None and replies[2].error is None
+    assert replies[1].error is not None and replies[1].error.code == "not_found"
+    assert [m.body for m in hub.read("#general")] == ["first", "second"]
+    db = hub.store.db
+    assert db.execute("SELECT count(*) FROM principals WHERE name = 'ghost'").get == 0
+    assert db.execute("SELECT count(*) FROM subscriptions WHERE principal = 'ghost'").get == 0
+    assert db.execute("SELECT count(*) FROM agent_state WHERE agent = 'ghost'").get == 0
+    assert not hub.ws.agent_token_path("ghost").exists()
+
+
+def test_events_of_a_refused_request_are_not_published(hub):
+    """Context docstring: the outbox holds only what a committed request caused."""
+    hub.add_agent("kim", "#general")
+    replies = hub.handle_many([
+        hub.envelope(wire.Post(channel="#general", body="x" * (64 * 1024 + 1))),
+    ])
+    assert wire.reply_decoder.decode(replies[0]).error.code == "too_large"
+    assert hub.events == []
