@@ -14,6 +14,7 @@ from chatbox.config import AgentConfig
 from chatbox.workspace import Workspace
 from guardrails.limits import Limits
 from supervisor import engines
+from supervisor.errors import SupervisorError
 from supervisor.prompt import render_prompt
 from supervisor.runner import TurnSpec, allowed_env, run_turn
 
@@ -70,8 +71,13 @@ class TurnRunner:
     def run(self, turn: int, epoch: int, messages: list[wire.Message], supervisor: str, *,
             cancel_fd: int | None = None,
             is_cancelled: Callable[[], bool] = lambda: False) -> wire.TurnReport:
-        spec, reply_mode = self.build(turn, messages)
         log.info("turn_start", turn=turn, batch=[m.seq for m in messages])
+        try:
+            spec, reply_mode = self.build(turn, messages)
+        except SupervisorError as exc:  # a misconfigured engine fails the turn, not the process
+            log.error("turn_unbuildable", turn=turn, error=str(exc))
+            return wire.TurnReport(agent=self.agent, supervisor=supervisor, turn=turn,
+                                   epoch=epoch, outcome="failed", output=f"not started: {exc}")
         result = run_turn(spec, cancel_fd=cancel_fd, is_cancelled=is_cancelled,
                           on_start=lambda pid: log.info("turn_spawned", turn=turn, pid=pid))
         outcome = _OUTCOMES.get(result.outcome, "failed")

@@ -124,7 +124,7 @@ class Fleet:
         self.human = human
         self.broker: Proc | None = None
         self.supervisors: dict[str, Proc] = {}
-        self._clients: list[BusClient] = []
+        self._clients: dict[tuple, BusClient] = {}
         self._starts = 0
 
     # ------------------------------------------------------------------ processes
@@ -152,9 +152,11 @@ class Fleet:
 
     # ------------------------------------------------------------------ clients
     def client(self, token: str | None = None, **kw: object) -> BusClient:
-        c = BusClient(self.ws.endpoints(), token or self.admin_token, **kw)
-        self._clients.append(c)
-        return c
+        """A client for ``token`` (default: the admin's), one per token, closed at teardown."""
+        key = (token or self.admin_token, tuple(sorted(kw.items())))
+        if key not in self._clients:
+            self._clients[key] = BusClient(self.ws.endpoints(), key[0], **kw)
+        return self._clients[key]
 
     def agent_client(self, name: str) -> BusClient:
         return self.client(self.ws.read_token(self.ws.agent_token_path(name)))
@@ -173,7 +175,7 @@ class Fleet:
         return self.client().call(wire.ShowAgent(name=name)).agent
 
     def close(self) -> None:
-        for c in self._clients:
+        for c in self._clients.values():
             c.close()
         for proc in self.supervisors.values():
             proc.kill()

@@ -1,0 +1,5 @@
+import sys
+
+from chatbox.cli import main
+
+sys.exit(main())

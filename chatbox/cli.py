@@ -1,0 +1,295 @@
+"""``chatbox``: the operator CLI (DESIGN §6). Scripts and people both use it: a contract.
+
+Exit codes are named: ``EXIT_OK`` 0, ``EXIT_FAILED`` 1 (refused by the broker, or failed),
+``EXIT_USAGE`` 2 (a bad command line), ``EXIT_UNREACHABLE`` 3 (the broker is not answering).
+Every error is one line on stderr, ``chatbox: <sentence>``, never a traceback.
+
+``chatbox broker``, ``chatbox mcp`` and ``chatbox demo`` hand their arguments, unparsed, to the
+program they name. Only ``chatbox init`` touches the database itself (in-process, before any
+broker runs); everything else goes over the bus as the admin principal, or as ``--as NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from bus import wire
+from bus.errors import BusError, ProtocolError, Refused, Unauthorized, Unreachable
+from chatbox import __version__
+from chatbox.cli_agents import add_parsers as add_agent_parsers
+from chatbox.cli_messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
+from chatbox.cli_output import agent_line, agent_obj, json_line, plain, when
+from chatbox.cli_session import Failed, Session, UsageError
+from chatbox.config import ConfigError
+from chatbox.workspace import Workspace, WorkspaceError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+DELEGATED = ("broker", "mcp", "demo")
+_WS_HELP = ("workspace directory (default: CHATBOX_WORKSPACE, or the nearest directory upward "
+            "holding .chatbox/)")
+
+
+def err(text: str) -> None:
+    """One line on stderr: ``chatbox: <sentence>``."""
+    line = " ".join(str(text).split())
+    print(f"chatbox: {line}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- init and status
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from broker.bootstrap import default_human, init_workspace  # the CLI's only DB access
+    from broker.errors import BrokerError
+
+    root = getattr(args, "workspace", None) or os.environ.get("CHATBOX_WORKSPACE") \
+        or os.environ.get("AGENTCHAT_WORKSPACE") or os.getcwd()
+    ws = Workspace(root)
+    human = args.human or default_human()
+    try:
+        init_workspace(ws, human)
+    except BrokerError as exc:
+        err(exc.message)
+        return EXIT_FAILED
+    except OSError as exc:
+        err(f"cannot create the workspace in {ws.root}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    print(f"initialised chatbox workspace {ws.root}")
+    print(f"  human:  {human} (admin)")
+    print(f"  data:   {ws.data} (0700)")
+    print(f"  token:  {ws.admin_token_path} (0600; keep it secret — the CLI reads it)")
+    print(f"  config: {ws.config_path}")
+    print(f"  next:   chatbox broker --workspace {ws.root}")
+    return EXIT_OK
+
+
+def cmd_status(s: Session, args: argparse.Namespace) -> int:
+    st = s.client.call(wire.Status())
+    if args.json:
+        obj = {k: plain(getattr(st, k)) for k in st.__struct_fields__ if k != "agents"}
+        obj["agents"] = [agent_obj(a) for a in st.agents]
+        print(json_line(obj))
+        return EXIT_OK
+    print(f"broker:     running, pid {st.pid}, version {st.version}, "
+          f"up since {when(st.started_at)}")
+    print(f"workspace:  {st.workspace}")
+    print(f"last seq:   #{st.last_seq}   channels: {st.channels}   principals: {st.principals}")
+    print(f"agents:     {len(st.agents) or 'none'}")
+    for agent in st.agents:
+        print("  " + agent_line(agent))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- delegation
+
+def _split_delegated(argv: list[str]) -> tuple[str, list[str], str | None] | None:
+    """``[--workspace DIR] broker|mcp|demo ARGS…`` -> (command, ARGS, DIR), else None."""
+    workspace = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--workspace" and i + 1 < len(argv):
+            workspace, i = argv[i + 1], i + 2
+        elif arg.startswith("--workspace="):
+            workspace, i = arg.partition("=")[2], i + 1
+        elif arg in DELEGATED:
+            return arg, argv[i + 1:], workspace
+        else:
+            return None
+    return None
+
+
+def _delegate(command: str, argv: list[str], workspace: str | None) -> int:
+    if workspace:
+        os.environ["CHATBOX_WORKSPACE"] = workspace
+    if command == "broker":
+        from broker.main import main as run
+    elif command == "demo":
+        from chatbox.demo import main as run
+    else:
+        try:
+            from chatbox.mcp_server import main as run
+        except ModuleNotFoundError as exc:
+            if exc.name != "chatbox.mcp_server":
+                raise
+            err("`chatbox mcp` is not available in this build (no chatbox.mcp_server module)")
+            return EXIT_FAILED
+    return run(argv)
+
+
+# --------------------------------------------------------------------------- parser
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (and still exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog.removeprefix("chatbox").strip()
+        err(f"{where + ': ' if where else ''}{message} (see `{self.prog} --help`)")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _seq(text: str) -> int:
+    try:
+        value = int(text.lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a message number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a message number is 0 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    workspace_only = argparse.ArgumentParser(add_help=False)
+    workspace_only.add_argument("--workspace", metavar="DIR", default=argparse.SUPPRESS,
+                                help=_WS_HELP)
+    common = argparse.ArgumentParser(add_help=False, parents=[workspace_only])
+    common.add_argument("--as", dest="as_name", metavar="NAME", default=argparse.SUPPRESS,
+                        help="act as agent NAME (its token file must be readable)")
+    common.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    top = Parser(
+        prog="chatbox", parents=[workspace_only],
+        description="ChatBox: a local chat broker for AI agents.",
+        epilog="exit codes: 0 ok, 1 refused or failed, 2 usage, 3 broker unreachable")
+    top.add_argument("--version", action="version", version=f"chatbox {__version__}")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", parents=[workspace_only],
+                       help="create a workspace: data dir, database, admin token")
+    p.add_argument("--human", metavar="NAME", help="the human principal (default: OS user)")
+    p.set_defaults(run=cmd_init)
+
+    for name, text in (("broker", "run the broker in the foreground (broker --help)"),
+                       ("mcp", "the MCP stdio server for one agent: mcp --agent NAME"),
+                       ("demo", "a live multi-agent demo on a temporary workspace")):
+        sub.add_parser(name, help=text, add_help=False)
+
+    add_agent_parsers(sub, common)
+
+    p = sub.add_parser("post", parents=[common], help="post a message (or a reply, or a post)")
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("body", metavar="BODY", help="the text; - reads it from stdin")
+    p.add_argument("--reply-to", type=_seq, metavar="SEQ", help="reply in the thread of SEQ")
+    p.add_argument("--title", metavar="T", help="make it a post with this title")
+    p.add_argument("--type", metavar="TYPE", help="a post's type (e.g. proposal)")
+    p.add_argument("--tier", type=int, choices=(0, 1, 2), default=0,
+                   help="a post's tier; 2 waits for a human's approval")
+    p.set_defaults(handler=cmd_post)
+
+    p = sub.add_parser("read", parents=[common], help="a channel's history, oldest first")
+    p.add_argument("channel", metavar="CHANNEL")
+    p.add_argument("--since", type=_seq, default=0, metavar="SEQ", help="only after SEQ")
+    p.add_argument("--limit", type=_positive, metavar="N", help="at most N messages")
+    p.set_defaults(handler=cmd_read)
+
+    p = sub.add_parser("tail", parents=[common], help="follow channels live until interrupted")
+    p.add_argument("channels", nargs="+", metavar="CHANNEL")
+    p.add_argument("--since", type=_seq, metavar="SEQ", help="first print history after SEQ")
+    p.add_argument("--count", type=_positive, metavar="N",
+                   help="exit after printing N messages")
+    p.set_defaults(handler=cmd_tail)
+
+    p = sub.add_parser("approve", parents=[common], help="approve a pending tier-2 post")
+    p.add_argument("seq", type=_seq, metavar="SEQ")
+    p.add_argument("--comment", metavar="TEXT")
+    p.set_defaults(handler=cmd_approve)
+    p = sub.add_parser("deny", parents=[common], help="deny a pending tier-2 post")
+    p.add_argument("seq", type=_seq, metavar="SEQ")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.set_defaults(handler=cmd_deny)
+
+    p = sub.add_parser("status", parents=[common], help="broker, workspace and agents")
+    p.set_defaults(handler=cmd_status)
+    return top
+
+
+# --------------------------------------------------------------------------- main
+
+def _run(handler: Callable[[Session, argparse.Namespace], int], args: argparse.Namespace) -> int:
+    session = None
+    try:
+        session = Session(getattr(args, "workspace", None), getattr(args, "as_name", None))
+        return handler(session, args)
+    except Unauthorized as exc:
+        where = f" (token from {session.token_source()})" if session else ""
+        err(f"{exc.message}{where}")
+        return EXIT_FAILED
+    except Refused as exc:
+        err(f"{exc.message} (field: {exc.field})" if exc.field else exc.message)
+        return EXIT_FAILED
+    except Unreachable as exc:
+        root = session.ws.root if session else "the workspace"
+        err(f"the broker is not running or not answering ({exc}); start it with "
+            f"`chatbox broker --workspace {root}`")
+        return EXIT_UNREACHABLE
+    except ProtocolError as exc:
+        err(f"protocol error: {exc}")
+        return EXIT_FAILED
+    except BusError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    except UsageError as exc:
+        err(str(exc))
+        return EXIT_USAGE
+    except (Failed, WorkspaceError, ConfigError) as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_FAILED
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # a bug of ours: still one line, never a traceback
+        err(f"unexpected {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    finally:
+        if session is not None:
+            session.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    delegated = _split_delegated(argv)
+    if delegated is not None:
+        return _delegate(*delegated)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if hasattr(args, "run"):
+            return args.run(args)
+        return _run(args.handler, args)
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_FAILED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK  # `chatbox read … | head`: the reader left; not an error
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

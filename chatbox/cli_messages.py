@@ -1,0 +1,236 @@
+"""``chatbox post | read | tail | approve | deny``: messages in and out.
+
+``tail`` is pushed, never polled (DESIGN §4.6, the Clone pattern): it subscribes to each
+channel's topic first, waits until the event socket is connected, then takes a snapshot (each
+channel's last seq), and from then on blocks on events. An event is only a hint: on each one it
+reads the channel from the last seq it printed, so a lost or coalesced event costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from bus import wire
+from bus.client import BusClient
+from bus.errors import ProtocolError, Unreachable
+from chatbox.cli_output import json_line, message_line, message_obj
+from chatbox.cli_session import DEADLINE, Failed, Session, UsageError
+
+PAGE = 1000
+SNAPSHOT_SINCE = 2**62  # a Read past every seq: no messages, just the channel's last seq
+
+
+def emit(msg: wire.Message, as_json: bool) -> None:
+    print(json_line(message_obj(msg)) if as_json else message_line(msg), flush=True)
+
+
+def history(client: BusClient, channel: str, since: int, limit: int | None,
+            each: Callable[[wire.Message], bool]) -> tuple[int, bool]:
+    """Feed ``each`` the messages after ``since``, oldest first, page by page.
+
+    Stops after ``limit`` messages or when ``each`` returns False. Returns the last seq fed and
+    whether more messages remain unread.
+    """
+    remaining = limit
+    while True:
+        page = PAGE if remaining is None else min(PAGE, remaining)
+        result = client.call(wire.Read(channel=channel, since=since, limit=page))
+        for msg in result.messages:
+            since = msg.seq
+            if remaining is not None:
+                remaining -= 1
+            if not each(msg):
+                return since, True
+        if not result.more or not result.messages:
+            return since, False
+        if remaining == 0:
+            return since, True
+
+
+# --------------------------------------------------------------------------- post
+
+def _read_body(arg: str) -> str:
+    if arg != "-":
+        return arg
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Failed(f"the body on stdin is not valid UTF-8 (byte {exc.start})") from None
+    return text.rstrip("\n")
+
+
+def _turn_from_env() -> int | None:
+    raw = os.environ.get("CHATBOX_TURN_ID", "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"CHATBOX_TURN_ID must be a turn number, got {raw!r}") from None
+
+
+def cmd_post(s: Session, args: argparse.Namespace) -> int:
+    kind = "post" if args.title is not None else "chat"
+    req = wire.Post(channel=args.channel, body=_read_body(args.body), kind=kind,
+                    title=args.title, type=args.type, tier=args.tier,
+                    in_reply_to=args.reply_to, turn=_turn_from_env())
+    msg = s.client.call(req).message
+    emit(msg, args.json)
+    return 0
+
+
+# --------------------------------------------------------------------------- read
+
+def cmd_read(s: Session, args: argparse.Namespace) -> int:
+    def show(msg: wire.Message) -> bool:
+        emit(msg, args.json)
+        return True
+
+    last, more = history(s.client, args.channel, args.since, args.limit, show)
+    if more:
+        print(f"chatbox: more messages after #{last}: read on with --since {last}",
+              file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- tail
+
+class Follower:
+    """Prints each channel's new messages as their events arrive."""
+
+    def __init__(self, s: Session, channels: list[str], as_json: bool, count: int | None):
+        self.client = s.client
+        self.endpoints = s.endpoints
+        self.channels = list(dict.fromkeys(channels))
+        self.as_json = as_json
+        self.left = count
+        self.seen: dict[str, int] = {}
+        self.sub: zmq.Socket | None = None
+
+    def _emit(self, msg: wire.Message) -> bool:
+        emit(msg, self.as_json)
+        if self.left is not None:
+            self.left -= 1
+            return self.left > 0
+        return True
+
+    @property
+    def done(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+    def connect(self, timeout: float = DEADLINE) -> None:
+        """Subscribe first, and return once the event connection is up (its handshake done)."""
+        sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.linger = 0
+        sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
+        self.sub = sock
+        for ch in self.channels:
+            sock.setsockopt(zmq.SUBSCRIBE, wire.channel_topic(ch))
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            sock.connect(self.endpoints.events)
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not monitor.poll(int(left * 1000) + 1, zmq.POLLIN):
+                    raise Unreachable(f"no event stream at {self.endpoints.events} within "
+                                      f"{timeout:g}s")
+                if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    return
+        finally:
+            sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def snapshot(self, since: int | None) -> None:
+        """Each channel's starting point: ``since`` (printing history after it) or its present."""
+        for ch in self.channels:
+            if since is None:
+                result = self.client.call(wire.Read(channel=ch, since=SNAPSHOT_SINCE, limit=1))
+                self.seen[ch] = result.last_seq
+            else:
+                self.seen[ch] = since
+        if since is not None:  # the history of every channel, interleaved in seq order
+            backlog: list[wire.Message] = []
+            for ch in self.channels:
+                self.seen[ch], _ = history(self.client, ch, since, None,
+                                           lambda m: backlog.append(m) is None)
+            for msg in sorted(backlog, key=lambda m: m.seq):
+                if not self._emit(msg):
+                    break
+
+    def catch_up(self, channel: str) -> None:
+        self.seen[channel], _ = history(self.client, channel, self.seen[channel], None, self._emit)
+
+    def follow(self) -> None:
+        """Block on events until the count is reached (or forever, until interrupted)."""
+        assert self.sub is not None
+        while not self.done:
+            if not self.sub.poll(None, zmq.POLLIN):
+                continue
+            frames = self.sub.recv_multipart()
+            if len(frames) != 2:
+                raise ProtocolError(f"event with {len(frames)} frames, expected 2")
+            try:
+                event = wire.event_decoder.decode(frames[1])
+            except Exception as exc:
+                raise ProtocolError(f"undecodable event: {exc}") from exc
+            if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
+                    and event.seq > self.seen[event.channel]:
+                self.catch_up(event.channel)
+
+    def close(self) -> None:
+        if self.sub is not None:
+            self.sub.close(linger=0)
+            self.sub = None
+
+
+def cmd_tail(s: Session, args: argparse.Namespace) -> int:
+    follower = Follower(s, args.channels, args.json, args.count)
+    try:
+        follower.connect()
+        follower.snapshot(args.since)
+        if follower.done:
+            return 0
+        print(f"tailing {' '.join(follower.channels)}; Ctrl-C to stop", file=sys.stderr,
+              flush=True)
+        follower.follow()
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how a tail ends: quietly, and not an error
+    finally:
+        follower.close()
+    return 0
+
+
+# --------------------------------------------------------------------------- decisions
+
+def _decide(s: Session, seq: int, approve: bool, reason: str | None, as_json: bool) -> int:
+    result = s.client.call(wire.Decide(seq=seq, approve=approve, reason=reason))
+    if isinstance(result, wire.MessageResult):
+        emit(result.message, as_json)
+    elif as_json:
+        print(json_line({"seq": seq, "approve": approve, "reason": reason}))
+    else:
+        print(f"{'approved' if approve else 'denied'} #{seq}")
+    return 0
+
+
+def cmd_approve(s: Session, args: argparse.Namespace) -> int:
+    return _decide(s, args.seq, True, args.comment, args.json)
+
+
+def cmd_deny(s: Session, args: argparse.Namespace) -> int:
+    if not args.reason.strip():
+        raise UsageError("deny needs a reason: --reason TEXT")
+    return _decide(s, args.seq, False, args.reason, args.json)

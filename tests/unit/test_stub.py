@@ -1,0 +1,103 @@
+"""The built-in stub agent, run as real ``python -m supervisor.stub`` subprocesses (DESIGN §6)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor import engines
+
+ROOT = Path(__file__).resolve().parents[2]
+BATCH = {"agent": "echo", "turn": 7,
+         "messages": [{"seq": 14, "body": "c"}, {"seq": 12, "body": "a"}, {"seq": 13, "body": "b"}]}
+
+
+def stub(*args: str, batch: object = BATCH, timeout: float = 10.0) -> subprocess.CompletedProcess:
+    """Run the stub once with ``batch`` on stdin; bounded by ``timeout``."""
+    return subprocess.run([sys.executable, "-m", "supervisor.stub", *args], cwd=ROOT,
+                          input=json.dumps(batch), capture_output=True, text=True,
+                          encoding="utf-8", timeout=timeout)
+
+
+def test_reply_acks_every_seq_of_the_batch_in_ascending_order():
+    """behaviour reply prints ``ack`` and each seq, ascending (DESIGN §6, stub)."""
+    done = stub("--behaviour", "reply")
+    assert (done.returncode, done.stdout) == (0, "ack 12 13 14\n")
+
+
+def test_reply_is_the_default_behaviour():
+    """Without --behaviour the stub replies."""
+    assert stub().stdout == "ack 12 13 14\n"
+
+
+def test_fail_writes_stderr_and_exits_3():
+    """behaviour fail exits 3 with a line on stderr and nothing on stdout."""
+    done = stub("--behaviour", "fail")
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert "failing on purpose" in done.stderr
+
+
+def test_hang_never_answers():
+    """behaviour hang is still running when the test's bound expires."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        stub("--behaviour", "hang", timeout=1.0)
+
+
+def test_repeat_prints_the_same_sentence_every_turn():
+    """behaviour repeat answers identically whatever the batch, so the livelock detector trips."""
+    first = stub("--behaviour", "repeat").stdout
+    second = stub("--behaviour", "repeat", batch={"agent": "echo", "turn": 8,
+                                                  "messages": [{"seq": 99}]}).stdout
+    assert first == second == "I will look into it.\n"
+
+
+def test_give_up_prints_a_give_up_phrase():
+    """behaviour give-up prints the sentence the give-up detector knows."""
+    assert stub("--behaviour", "give-up").stdout == "I give up: I cannot complete this task.\n"
+
+
+def test_delay_waits_before_answering():
+    """--delay makes the reply wait: a bound shorter than the delay expires first."""
+    with pytest.raises(subprocess.TimeoutExpired):
+        stub("--delay", "30", timeout=1.0)
+    assert stub("--delay", "0.05").stdout == "ack 12 13 14\n"
+
+
+def test_an_unreadable_batch_exits_2():
+    """stdin that is not a JSON object is a usage error, said on stderr."""
+    done = stub(batch=[1, 2])
+    assert done.returncode == 2
+    assert "unreadable batch" in done.stderr
+
+
+def test_an_unknown_behaviour_is_a_usage_error():
+    """argparse refuses a behaviour it does not know."""
+    assert stub("--behaviour", "dance").returncode == 2
+
+
+def test_the_stub_imports_only_the_standard_library():
+    """The stub is spawned every turn: no third-party or project import beyond itself."""
+    probe = ("import sys, runpy\n"
+             "before = set(sys.modules)\n"
+             "import supervisor.stub\n"
+             "new = set(sys.modules) - before\n"
+             "ours = sorted(m for m in new if m.split('.')[0] in {'supervisor', 'bus', 'broker', "
+             "'guardrails', 'chatbox', 'msgspec', 'zmq', 'structlog'})\n"
+             "print(','.join(ours))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, encoding="utf-8", timeout=10)
+    assert done.stdout.strip() == "supervisor,supervisor.stub"
+
+
+def test_the_engine_argv_runs_the_stub():
+    """build_turn('stub') gives an argv and stdin that produce the stub's reply."""
+    argv, stdin, env, mode = engines.build_turn(
+        "stub", agent="echo", prompt="ignored", batch_json=json.dumps(BATCH).encode(),
+        options={"behaviour": "reply", "delay": 0.0}, workspace=str(ROOT), mcp_command=["chatbox"])
+    done = subprocess.run(argv, input=stdin, cwd=ROOT, capture_output=True, timeout=10)
+    assert (done.returncode, done.stdout, mode) == (0, b"ack 12 13 14\n", "stdout")
