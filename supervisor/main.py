@@ -80,6 +80,7 @@ class Supervisor:
 
     def on_event(self, event: wire.Event) -> None:
         if isinstance(event, wire.WakeEvent) and event.agent == self.agent:
+            log.debug("wake", epoch=event.epoch)
             if event.epoch > self.claimed_epoch:
                 self.pending_epoch = max(event.epoch, self.pending_epoch or -1)
 
