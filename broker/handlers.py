@@ -109,6 +109,9 @@ class Handlers:
                 return wire.MessageResult(message=messages.set_flag(ctx, seq, action, resolution))
             case wire.Search(query=q, channel=ch, limit=limit):
                 return messages.search(ctx, q, ch, limit)
+            case wire.Sync(nonce=nonce):
+                ctx.publish(wire.sync_topic(nonce), wire.SyncEvent(nonce=nonce))
+                return wire.Done()
             case wire.Whoami():
                 return wire.PrincipalResult(name=ctx.principal.name, role=ctx.principal.role)
             case wire.Status():

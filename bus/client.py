@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -34,24 +35,19 @@ class BusClient:
     """A connection to the broker for one principal (its token), in one thread.
 
     ``attempt_timeout`` bounds one round trip; ``deadline`` bounds all retries of one call.
-    ``identity`` names the DEALER's routing id (a generation counter is appended per socket, so
-    the broker can tell a reconnect from the death of the old connection).
     """
 
     def __init__(self, endpoints: Endpoints, token: str, *, attempt_timeout: float = 2.0,
-                 deadline: float = 10.0, identity: str | None = None,
-                 context: zmq.Context | None = None):
+                 deadline: float = 10.0, context: zmq.Context | None = None):
         self.endpoints = endpoints
         self.token = token
         self.attempt_timeout = attempt_timeout
         self.deadline = deadline
-        self._identity = identity
-        self._generation = itertools.count(1)
         self._ctx = context or zmq.Context.instance()
         self._rids = itertools.count(1)
         self._dealer: zmq.Socket | None = None
         self._sub: zmq.Socket | None = None
-        self.routing_id: str | None = None
+        self._held: list[tuple[bytes, wire.Event]] = []
 
     # ------------------------------------------------------------------ requests
 
@@ -101,9 +97,6 @@ class BusClient:
         if self._dealer is None:
             sock = self._ctx.socket(zmq.DEALER)
             _configure(sock)
-            if self._identity is not None:
-                self.routing_id = f"{self._identity}.{next(self._generation)}"
-                sock.setsockopt(zmq.ROUTING_ID, self.routing_id.encode())
             sock.connect(self.endpoints.request)
             self._dealer = sock
         return self._dealer
@@ -129,16 +122,52 @@ class BusClient:
         for t in topics:
             self.sub_socket.setsockopt(zmq.SUBSCRIBE, t)
 
+    def sync_events(self, timeout: float = 5.0) -> None:
+        """Return once every topic subscribed so far is live at the broker's PUB socket.
+
+        A SUB subscription reaches the publisher asynchronously; until it does, events are
+        dropped (the slow joiner). Ask the broker to publish on a topic of our own until that
+        event arrives: subscriptions are applied in order, so ours are live by then. Events of
+        other topics that arrive meanwhile are kept for ``recv_event``.
+        """
+        nonce = uuid.uuid4().hex
+        topic = wire.sync_topic(nonce)
+        self.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.call(wire.Sync(nonce=nonce), deadline=max(0.1, deadline - time.monotonic()))
+                until = min(deadline, time.monotonic() + 0.1)
+                while (left := until - time.monotonic()) > 0:
+                    got = self._recv_raw(left)
+                    if got is None:
+                        break
+                    if got[0] == topic:
+                        return
+                    self._held.append(got)
+            raise Unreachable(f"event stream at {self.endpoints.events} not live within "
+                              f"{timeout:g}s")
+        finally:
+            self.sub_socket.setsockopt(zmq.UNSUBSCRIBE, topic)
+
+    def _recv_raw(self, timeout: float | None) -> tuple[bytes, wire.Event] | None:
+        sock = self.sub_socket
+        if not sock.poll(None if timeout is None else max(1, int(timeout * 1000)), zmq.POLLIN):
+            return None
+        return self._decode_event(sock.recv_multipart())
+
     def recv_event(self, timeout: float | None) -> tuple[bytes, wire.Event] | None:
         """The next event, or None after ``timeout`` seconds (None: wait forever)."""
-        sock = self.sub_socket
-        if not sock.poll(None if timeout is None else int(timeout * 1000), zmq.POLLIN):
-            return None
-        return self.read_event()
+        if self._held:
+            return self._held.pop(0)
+        return self._recv_raw(timeout)
 
     def read_event(self) -> tuple[bytes, wire.Event]:
         """Read one event from a SUB socket known to be readable."""
-        frames = self.sub_socket.recv_multipart()
+        return self._decode_event(self.sub_socket.recv_multipart())
+
+    @staticmethod
+    def _decode_event(frames: list[bytes]) -> tuple[bytes, wire.Event]:
         if len(frames) != 2:
             raise ProtocolError(f"event with {len(frames)} frames, expected 2")
         try:

@@ -223,6 +223,13 @@ class Revoke(Request, tag="revoke"):
     name: str
 
 
+class Sync(Request, tag="sync"):
+    """Ask the broker to publish a SyncEvent on ``sync/<nonce>``: once it arrives, every topic
+    this client subscribed to before asking is live at the broker (no slow-joiner gap)."""
+
+    nonce: str
+
+
 class Decide(Request, tag="decide"):
     """A human approves or denies a pending tier-2 post."""
 
@@ -278,12 +285,12 @@ class TurnReport(Request, tag="turn_report"):
 RequestBody = (
     Whoami | Status | Post | Read | GetPost | Ack | Inbox | Subscribe | Unsubscribe | Rooms
     | CreateChannel | SetFlag | Search | AddAgent | ListAgents | ShowAgent | SetPaused | Revoke
-    | Decide | Escalate | Decisions | Hello | Claim | TurnReport
+    | Sync | Decide | Escalate | Decisions | Hello | Claim | TurnReport
 )
 
 # Requests that only read: never carry an idempotency key, never retried as writes.
 READ_ONLY: frozenset[type] = frozenset({Whoami, Status, Read, GetPost, Rooms, Search, ListAgents,
-                                        ShowAgent, Decisions})
+                                        ShowAgent, Decisions, Sync})
 
 
 class Envelope(_Frame):
@@ -436,7 +443,11 @@ class AgentEvent(Event, tag="agent"):
     cause: str = ""
 
 
-EventBody = MessageEvent | WakeEvent | AgentEvent
+class SyncEvent(Event, tag="sync"):
+    nonce: str
+
+
+EventBody = MessageEvent | WakeEvent | AgentEvent | SyncEvent
 
 
 # --------------------------------------------------------------------------- codecs
@@ -463,3 +474,7 @@ def wake_topic(agent: str) -> bytes:
 
 def agent_topic(agent: str) -> bytes:
     return topic("agent", agent)
+
+
+def sync_topic(nonce: str) -> bytes:
+    return topic("sync", nonce)

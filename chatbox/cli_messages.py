@@ -11,15 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable
-
-import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from bus import wire
 from bus.client import BusClient
-from bus.errors import ProtocolError, Unreachable
 from chatbox.cli_output import json_line, message_line, message_obj
 from chatbox.cli_session import DEADLINE, Failed, Session, UsageError
 
@@ -113,7 +108,6 @@ class Follower:
         self.as_json = as_json
         self.left = count
         self.seen: dict[str, int] = {}
-        self.sub: zmq.Socket | None = None
 
     def _emit(self, msg: wire.Message) -> bool:
         emit(msg, self.as_json)
@@ -127,31 +121,9 @@ class Follower:
         return self.left is not None and self.left <= 0
 
     def connect(self, timeout: float = DEADLINE) -> None:
-        """Subscribe first, and return once the event connection is up (its handshake done)."""
-        sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.linger = 0
-        sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
-        sock.setsockopt(zmq.RECONNECT_IVL, 50)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
-        self.sub = sock
-        for ch in self.channels:
-            sock.setsockopt(zmq.SUBSCRIBE, wire.channel_topic(ch))
-        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        try:
-            sock.connect(self.endpoints.events)
-            deadline = time.monotonic() + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not monitor.poll(int(left * 1000) + 1, zmq.POLLIN):
-                    raise Unreachable(f"no event stream at {self.endpoints.events} within "
-                                      f"{timeout:g}s")
-                if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    return
-        finally:
-            sock.disable_monitor()
-            monitor.close(linger=0)
+        """Subscribe first, and return once the subscriptions are live at the broker."""
+        self.client.subscribe(wire.channel_topic(ch) for ch in self.channels)
+        self.client.sync_events(timeout)
 
     def snapshot(self, since: int | None) -> None:
         """Each channel's starting point: ``since`` (printing history after it) or its present."""
@@ -175,25 +147,14 @@ class Follower:
 
     def follow(self) -> None:
         """Block on events until the count is reached (or forever, until interrupted)."""
-        assert self.sub is not None
         while not self.done:
-            if not self.sub.poll(None, zmq.POLLIN):
+            got = self.client.recv_event(None)
+            if got is None:
                 continue
-            frames = self.sub.recv_multipart()
-            if len(frames) != 2:
-                raise ProtocolError(f"event with {len(frames)} frames, expected 2")
-            try:
-                event = wire.event_decoder.decode(frames[1])
-            except Exception as exc:
-                raise ProtocolError(f"undecodable event: {exc}") from exc
+            event = got[1]
             if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
                     and event.seq > self.seen[event.channel]:
                 self.catch_up(event.channel)
-
-    def close(self) -> None:
-        if self.sub is not None:
-            self.sub.close(linger=0)
-            self.sub = None
 
 
 def cmd_tail(s: Session, args: argparse.Namespace) -> int:
@@ -208,8 +169,6 @@ def cmd_tail(s: Session, args: argparse.Namespace) -> int:
         follower.follow()
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how a tail ends: quietly, and not an error
-    finally:
-        follower.close()
     return 0
 
 

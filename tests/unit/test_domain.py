@@ -465,7 +465,7 @@ def test_a_refused_request_does_not_burn_its_idempotency_key(hub):
     assert hub.ok(wire.Post(channel="#general", body="fixed"), idem="k9").message.body == "fixed"
 
 
-def test_an_agent_token_is_never_stored_in_plaintext(hub):
+def test_an_agent_token_is_never_stored_in_plaintext_on_disk(hub):
     """DESIGN §7: a token is shown once and stored as a hash."""
     res = hub.ok(wire.AddAgent(name="kim", subscribe=["#general"]), idem="add-kim")
     hub.store.close()
