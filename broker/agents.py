@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from bus import wire
 from broker import channels, offsets, principals
 from broker.context import Ctx
@@ -46,6 +48,16 @@ def info(ctx: Ctx, name: str) -> wire.AgentInfo:
                           subscriptions=channels.subscriptions_of(ctx, name),
                           offsets=offsets.of(ctx, name), current_turn=current, last_turn=last_turn,
                           supervisor=sup, revoked=revoked is not None)
+
+
+def visible(ctx: Ctx, info: wire.AgentInfo) -> wire.AgentInfo:
+    """What the asker may see of an agent: an agent sees another's state and channels, not how
+    far it has read nor where its supervisor runs."""
+    if ctx.principal.is_human or ctx.principal.name == info.name:
+        return info
+    return msgspec.structs.replace(info, offsets={}, supervisor=None,
+                                   subscriptions=[msgspec.structs.replace(s, last_read=0)
+                                                  for s in info.subscriptions])
 
 
 def list_all(ctx: Ctx) -> list[wire.AgentInfo]:

@@ -119,15 +119,17 @@ class Handlers:
             case wire.AddAgent():
                 return self.add_agent(ctx, req)
             case wire.ListAgents():
-                return wire.AgentsResult(agents=agents.list_all(ctx))
+                return wire.AgentsResult(agents=[agents.visible(ctx, a)
+                                                 for a in agents.list_all(ctx)])
             case wire.ShowAgent(name=name):
-                return wire.AgentResult(agent=agents.info(ctx, name))
+                return wire.AgentResult(agent=agents.visible(ctx, agents.info(ctx, name)))
             case wire.SetPaused(name=name, paused=paused, reason=reason):
                 return wire.AgentResult(agent=agents.set_paused(ctx, d, name, paused, reason))
             case wire.Revoke(name=name):
                 agents.require_admin(ctx, "revoke a principal")
                 principals.revoke(ctx.db, name, ctx.now)
                 self.auth.forget()
+                self.workspace.agent_token_path(name).unlink(missing_ok=True)
                 return wire.Done()
             case wire.Decide(seq=seq, approve=approve, reason=reason):
                 decision, _ = escalations.decide(ctx, seq, approve, reason)

@@ -213,10 +213,14 @@ def test_agent_list_pause_resume_and_revoke(fleet):
     assert [(a["name"], a["paused"]) for a in json_lines(listed.stdout)] == [("kimi", True)]
     assert chatbox(fleet.ws, "agent", "resume", "kimi").returncode == 0
     assert fleet.agent("kimi").paused is False
+    token = fleet.ws.read_token(fleet.ws.agent_token_path("kimi"))
     assert chatbox(fleet.ws, "agent", "revoke", "kimi").returncode == 0
+    old = chatbox(fleet.ws, "post", "#general", "old token?", CHATBOX_TOKEN=token)
+    assert old.returncode == 1 and "unknown or revoked token" in one_error_line(old)
     after = chatbox(fleet.ws, "post", "#general", "still here?", "--as", "kimi")
     assert after.returncode == 1
-    assert "unknown or revoked token" in one_error_line(after)
+    assert not fleet.ws.agent_token_path("kimi").exists()  # revocation removes the token file
+    assert "no token file" in one_error_line(after)
 
 
 def test_an_agent_may_not_add_agents(fleet):

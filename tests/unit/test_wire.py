@@ -49,6 +49,7 @@ REQUESTS: list[wire.Request] = [
     wire.Decide(seq=3, approve=False, reason="no"),
     wire.Escalate(reason="stuck", seq=3, turn=4),
     wire.Decisions(channel="#general", limit=2),
+    wire.Sync(nonce="n1"),
     wire.Hello(agent="kim", supervisor="sup", pid=1, host="h", turn=4, epoch=5),
     wire.Claim(agent="kim", supervisor="sup", epoch=5),
     wire.TurnReport(agent="kim", supervisor="sup", turn=4, epoch=5, outcome="timeout",
@@ -81,6 +82,7 @@ EVENTS: list[wire.Event] = [
     wire.MessageEvent(channel="#general", seq=7, author="kim", kind="chat"),
     wire.WakeEvent(agent="kim", epoch=5),
     wire.AgentEvent(agent="kim", state="BUSY", epoch=5, paused=True, turn=4, cause="claimed"),
+    wire.SyncEvent(nonce="n1"),
 ]
 
 
