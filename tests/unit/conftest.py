@@ -48,6 +48,13 @@ class Hub:
     def now(self) -> float:
         return float(next(self.clock))
 
+    def restart_broker(self) -> None:
+        """What a broker restart leaves: the database, and no in-memory state at all."""
+        self.store.close()
+        self.store = Store(self.ws.db_path)
+        self.dispatcher = Dispatcher(lambda name: self.limits)
+        self.handlers = Handlers(self.store, self.ws, self.dispatcher, "test", time.time())
+
     # ------------------------------------------------------------------ raw frames
     def handle_many(self, payloads: list[bytes]) -> list[bytes]:
         """One batch: every payload in one write() transaction, as the server's group commit."""

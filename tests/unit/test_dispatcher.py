@@ -486,7 +486,8 @@ def test_a_post_inside_a_turn_continues_the_triggers_chain(hub):
 
 
 class DispatchMachine(RuleBasedStateMachine):
-    """Random interleavings of posts, hellos (supervisor restarts), claims and reports."""
+    """Random interleavings of posts, hellos (supervisor restarts), claims, reports and broker
+    restarts (DESIGN §9)."""
 
     AGENTS = {"kim": ("#general",), "bob": ("#general", "#dispatch"), "mia": ("#general",)}
     WAKE = {"kim": "all", "bob": "all", "mia": "mentions"}
@@ -527,6 +528,16 @@ class DispatchMachine(RuleBasedStateMachine):
             self.claims[agent] = None
         self.sup[agent] = f"sup-{self.restarts}"
         self.hub.hello(agent, self.sup[agent])
+
+    @rule()
+    def broker_restarts(self):
+        """The broker restarts: only the database survives; supervisors keep their turns."""
+        self.hub.restart_broker()
+        for agent, sup in self.sup.items():
+            if sup is not None:  # each reconnected supervisor says hello again, with its turn
+                c = self.claims[agent]
+                self.hub.ok(wire.Hello(agent=agent, supervisor=sup, turn=c and c.turn,
+                                       epoch=c and c.epoch), self.hub.tokens[agent])
 
     @rule(agent=st.sampled_from(sorted(AGENTS)))
     def claim(self, agent):
