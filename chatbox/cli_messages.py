@@ -9,7 +9,6 @@ reads the channel from the last seq it printed, so a lost or coalesced event cos
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from bus import wire
 from bus.client import BusClient
 from chatbox.cli_output import json_line, message_line, message_obj
 from chatbox.cli_session import DEADLINE, Failed, Session, UsageError
+from chatbox.workspace import turn_from_env
 
 PAGE = 1000
 SNAPSHOT_SINCE = 2**62  # a Read past every seq: no messages, just the channel's last seq
@@ -63,13 +63,10 @@ def _read_body(arg: str) -> str:
 
 
 def _turn_from_env() -> int | None:
-    raw = os.environ.get("CHATBOX_TURN_ID", "").strip()
-    if not raw:
-        return None
     try:
-        return int(raw)
-    except ValueError:
-        raise UsageError(f"CHATBOX_TURN_ID must be a turn number, got {raw!r}") from None
+        return turn_from_env()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_post(s: Session, args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 from bus.errors import Refused
-from chatbox import logs
+from chatbox import logs, workspace
 from chatbox.config import ConfigError, load
 from chatbox.mcp_adapter import Adapter
 from chatbox.mcp_tools import TOOLS, TOOLSETS, ToolError
@@ -55,11 +55,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def turn_from_env() -> int | None:
-    raw = os.environ.get("CHATBOX_TURN_ID", "").strip()
-    if not raw:
-        return None
     try:
-        return int(raw)
+        return workspace.turn_from_env()
     except ValueError:
         log.warning("bad_turn_id", hint="CHATBOX_TURN_ID is not an integer; posts carry no turn")
         return None

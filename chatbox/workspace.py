@@ -94,6 +94,17 @@ class Workspace:
             raise WorkspaceError(f"cannot read token file {path}: permission denied") from None
 
 
+def turn_from_env() -> int | None:
+    """``CHATBOX_TURN_ID``, set by a supervisor for the turn it runs; ValueError if not a number."""
+    raw = os.environ.get("CHATBOX_TURN_ID", "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"CHATBOX_TURN_ID must be a turn number, got {raw!r}") from None
+
+
 def new_token() -> str:
     """A fresh 256-bit bearer token."""
     return "cbx_" + secrets.token_urlsafe(32)
