@@ -115,7 +115,6 @@ class Supervisor:
         poller.register(sub, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         poller.register(self._sig_r.fileno(), zmq.POLLIN)
-        connected_once = False
         try:
             while not self.stopping:
                 if self.pending_epoch is not None:
@@ -127,11 +126,11 @@ class Supervisor:
                 if monitor in ready:
                     while monitor.poll(0):
                         zmq.utils.monitor.recv_monitor_message(monitor)
-                    if connected_once:
-                        # the broker came back: the database is the truth, ask it again
-                        log.info("reconnected")
-                        self.hello()
-                    connected_once = True
+                    # (re)connected — perhaps to a restarted broker, perhaps after wakes were
+                    # published to nobody: the database is the truth, so ask it again. A Hello
+                    # that repeats the one made at start-up changes nothing.
+                    log.info("connected")
+                    self.hello()
                 if sub in ready:
                     while sub.poll(0):
                         _, event = self.client.read_event()

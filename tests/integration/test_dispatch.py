@@ -6,9 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from broker import messages
+from broker.context import Ctx, Principal
+from broker.store import Store
 from bus import wire
 from tests.fleet import Fleet, child_env, wait_for
 
@@ -180,3 +184,22 @@ def test_a_supervisor_stops_gracefully_finishing_its_turn(fleet, sig):
     assert sup.popen.wait(20) == 0
     assert acks(fleet, "calm") == [[post.seq]]
     assert fleet.agent("calm").state == "ASLEEP"
+
+
+def test_work_posted_while_the_broker_was_down_is_picked_up_after_it_returns(fleet):
+    """Issue 3: a supervisor reconnects by itself; pending work needs no new post."""
+    fleet.write_config(stub_config(patient="reply"))
+    fleet.add_agent("patient", "#general")
+    sup = fleet.start_supervisor("patient")
+    assert fleet.stop_broker() == 0
+    # post straight into the stopped broker's database: as if the wake had been lost
+    store = Store(fleet.ws.db_path)
+    with store.write():
+        msg = messages.post(Ctx(store.db, Principal(fleet.human, "admin"), time.time()),
+                            wire.Post(channel="#general", body="while you were away"))
+    store.close()
+    connected = len([e for e in sup.log_events() if e["event"] == "connected"])
+    fleet.start_broker()
+    sup.wait_log("connected", count=connected + 1, timeout=15)
+    wait_for(lambda: acks(fleet, "patient") == [[msg.seq]], timeout=15,
+             what="the turn for the pending message")
