@@ -74,6 +74,10 @@ class Handlers:
                                     "VALUES (?, ?, ?, ?)",
                                     (principal.name, env.idem, wire.encode(stored), now))
         except BrokerError as exc:
+            # every refusal leaves a trace (never the request's text): who, what, why
+            level = log.warning if exc.code in ("forbidden", "unauthorized") else log.info
+            level("refused", op=type(env.req).__name__, principal=principal.name, code=exc.code,
+                  field=exc.field)
             return _error(env.rid, exc.code, exc.message, exc.field)
         except Exception:
             log.exception("request_failed", op=type(env.req).__name__)

@@ -163,3 +163,14 @@ def test_a_paused_agent_wakes_again_only_after_resume(fleet):
     fleet.client().call(wire.SetPaused(name="napper", paused=False))
     wait_for(lambda: (t := fleet.agent("napper").last_turn) and t.batch == [waiting.seq],
              what="the turn after resume")
+
+
+def test_an_agent_trying_to_approve_is_refused_and_logged(fleet):
+    """Issue 4: an agent's approval is refused with a clear error and leaves a trace."""
+    fleet.add_agent("sneaky", "#general")
+    post = fleet.post("#general", "needs a human", kind="post", title="Big change", tier=2)
+    with pytest.raises(Refused) as refused:
+        fleet.agent_client("sneaky").call(wire.Decide(seq=post.seq, approve=True))
+    assert refused.value.code == "forbidden" and "human" in refused.value.message
+    fleet.broker.wait_log("refused", op="Decide", principal="sneaky", code="forbidden")
+    assert fleet.client().call(wire.GetPost(seq=post.seq)).post.status == "pending"

@@ -203,3 +203,19 @@ def test_work_posted_while_the_broker_was_down_is_picked_up_after_it_returns(fle
     sup.wait_log("connected", count=connected + 1, timeout=15)
     wait_for(lambda: acks(fleet, "patient") == [[msg.seq]], timeout=15,
              what="the turn for the pending message")
+
+
+def test_a_command_engine_gets_the_prompt_on_stdin_and_its_stdout_is_the_reply(fleet):
+    """DESIGN §6 engines: any argv template, prompt on stdin, reply mode posts stdout."""
+    script = ("import os, sys; p = sys.stdin.read(); "
+              "print('agent', os.environ['CHATBOX_AGENT'], 'turn', os.environ['CHATBOX_TURN_ID'], "
+              "'saw', 'deploy the docs' in p)")
+    fleet.write_config(f'[agents.cmd]\nengine = "command"\nreply = true\n'
+                       f'command = ["{sys.executable}", "-c", "{script}"]\n')
+    fleet.add_agent("cmd", "#general")
+    fleet.start_supervisor("cmd")
+    post = fleet.post("#general", "please deploy the docs")
+    reply = wait_for(lambda: [m for m in fleet.read("#general") if m.author == "cmd"],
+                     what="the command's reply")[0]
+    assert reply.in_reply_to == post.seq
+    assert reply.body.startswith("agent cmd turn ") and reply.body.endswith("saw True")
