@@ -6,10 +6,14 @@ A benchmark never touches the user's workspace: ``BenchBroker`` makes a short te
 wait for the "ready" line, and removes it afterwards. Everything talks over ``ipc://`` only.
 
 ``BenchBroker(probe=True)`` runs the same broker with a timing probe laid over it (see
-:func:`_probe_main`): every batch of the group-commit loop is recorded with its size and the
-time spent draining, handling, committing and replying, and written as JSON when the broker
-stops. The probe costs a few microseconds per request, so its figures are for the breakdown,
-never for the headline numbers.
+:class:`_Probe`): every batch of the group-commit loop is recorded with its size and the time
+spent draining, handling, committing and replying, and written as JSON when the broker stops.
+The probe costs a few microseconds per request, so its figures are for the breakdown, never for
+the headline numbers.
+
+``BenchBroker(what_if=("fts-batch",))`` runs the broker with an experimental change laid over it
+by monkeypatching (see ``WHAT_IFS``), to measure what a proposed product change would gain before
+anyone writes it. A what-if figure is never a figure of the product as shipped.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class BenchBroker:
     """A broker process on a fresh temporary workspace; a context manager that always cleans up."""
 
     def __init__(self, *, synchronous: str = "FULL", probe: bool = False, human: str = "bench",
-                 channel: str = "#bench", history: int = 0):
+                 channel: str = "#bench", history: int = 0, what_if: tuple[str, ...] = ()):
         from broker.bootstrap import init_workspace
         from chatbox.workspace import Workspace
 
@@ -56,6 +60,7 @@ class BenchBroker:
         self.channel = channel
         prefill(self.ws.db_path, channel, human, history)
         self.probe_path = self.root / "probe.json" if probe else None
+        self.what_if = what_if
         self.log_path = self.root / "broker.log"
         self.popen: subprocess.Popen | None = None
         self._log = None
@@ -65,8 +70,13 @@ class BenchBroker:
         return self.ws.endpoints()
 
     def start(self, timeout: float = 20.0) -> BenchBroker:
-        if self.probe_path is not None:
-            argv = [sys.executable, str(Path(__file__)), "probe-broker", str(self.probe_path)]
+        if self.probe_path is not None or self.what_if:
+            argv = [sys.executable, str(Path(__file__)), "broker"]
+            if self.probe_path is not None:
+                argv += ["--probe", str(self.probe_path)]
+            for name in self.what_if:
+                argv += ["--what-if", name]
+            argv.append("--")
         else:
             argv = [sys.executable, "-m", "broker"]
         argv += ["--workspace", str(self.root), "--synchronous", self.synchronous]
@@ -460,7 +470,8 @@ class PySpy:
         return ""
 
     def summary(self, top: int = 15) -> tuple[int, list[tuple[str, float, float]]]:
-        """(samples, [(frame, inclusive share, self share)]) by inclusive share, largest first."""
+        """(samples, [(leaf line, its self share, its function's inclusive share)]): the lines
+        where the process spent its wall time, largest first."""
         inclusive: dict[str, int] = {}
         own: dict[str, int] = {}
         total = 0
@@ -470,27 +481,37 @@ class PySpy:
                 continue
             n = int(count)
             total += n
-            frames = [_frame_name(f) for f in stack.split(";") if f]
-            for f in set(frames):
+            frames = [f for f in stack.split(";") if f]
+            for f in {_frame_name(f, False) for f in frames}:
                 inclusive[f] = inclusive.get(f, 0) + n
             if frames:
-                own[frames[-1]] = own.get(frames[-1], 0) + n
-        rows = sorted(inclusive, key=inclusive.get, reverse=True)[:top]
-        return total, [(f, inclusive[f] / total, own.get(f, 0) / total) for f in rows]
+                leaf = _frame_name(frames[-1], True)
+                own[leaf] = own.get(leaf, 0) + n
+        rows = sorted(own, key=own.get, reverse=True)[:top]
+        return total, [(f, own[f] / total, inclusive.get(_drop_line(f), 0) / total) for f in rows]
 
 
-def _frame_name(frame: str) -> str:
-    """``handle (broker/handlers.py:57)`` -> ``handle (handlers.py)``; line numbers dropped."""
+def _frame_name(frame: str, with_line: bool) -> str:
+    """``handle (broker/handlers.py:57)`` -> ``handle (handlers.py:57)`` or ``handle
+    (handlers.py)``."""
     name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    return f"{name} ({'/'.join(Path(path).parts[-2:])})" if path else name
+    path, _, lineno = where.rstrip(")").rpartition(":")
+    if not path:
+        return name
+    short = "/".join(Path(path).parts[-2:])
+    return f"{name} ({short}:{lineno})" if with_line else f"{name} ({short})"
+
+
+def _drop_line(name: str) -> str:
+    head, sep, _ = name.rpartition(":")
+    return f"{head})" if sep else name
 
 
 # ---------------------------------------------------------------------------- the probe
 
 PROBE_FIELDS = ("t", "requests", "drain", "handle", "commit", "send",
                 "decode", "auth", "encode", "sql_savepoint", "sql_idem", "sql_insert",
-                "sql_other")
+                "sql_wake", "sql_other")
 """One record per batch of the group-commit loop (all times in seconds):
 
 t          monotonic time the batch started (comparable across processes on Linux)
@@ -501,8 +522,9 @@ commit     the COMMIT statement: WAL write and fsync
 send       after the commit: replies on the ROUTER, events on the PUB socket
 then what ``handle`` was spent on: envelope decode, token auth, msgpack encode (replies and
 stored idempotent results), and SQL by statement — SAVEPOINT/RELEASE, the idempotency lookup
-and insert, INSERT INTO messages (with its FTS trigger), all other statements. What is left of
-``handle`` is Python: routing, validation, structs, context managers.
+and insert, INSERT INTO messages (with its FTS trigger), the dispatcher's query for agents to
+wake, all other statements. What is left of ``handle`` is Python: routing, validation, structs,
+context managers.
 """
 
 
@@ -532,8 +554,10 @@ def _sql_category(sql: str) -> str:
         return "sql_txn"
     if "requests" in sql[:60]:
         return "sql_idem"
-    if head.startswith("INSERT INTO MESSAGES("):
+    if head.startswith(("INSERT INTO MESSAGES(", "INSERT INTO MESSAGES_FTS(")):
         return "sql_insert"
+    if "JOIN agent_state" in sql:
+        return "sql_wake"
     return "sql_other"
 
 
@@ -627,20 +651,136 @@ class _Probe:
                               encoding="utf-8")
 
 
-def _probe_main(stats_path: str, argv: list[str]) -> int:
-    probe = _Probe()
-    probe.install()
+# ---------------------------------------------------------------------------- what-ifs
+
+
+def _what_if_fts_batch() -> None:
+    """Index the batch's new messages for full-text search once, just before its COMMIT,
+    instead of row by row from a trigger inside every request's savepoint."""
+    import contextlib
+
+    from broker import store
+
+    orig_init, orig_write = store.Store.__init__, store.Store.write
+
+    def init(self, *a, **kw):
+        orig_init(self, *a, **kw)
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
+                           "AND name = 'messages_fts_insert'").get:
+            with orig_write(self):
+                self.db.execute("DROP TRIGGER messages_fts_insert")
+        self.fts_indexed = self.db.execute("SELECT coalesce(max(seq), 0) FROM messages").get
+
+    @contextlib.contextmanager
+    def write(self):
+        if self._depth:
+            with orig_write(self) as db:
+                yield db
+            return
+        with orig_write(self) as db:
+            yield db
+            last = self.db.execute("SELECT coalesce(max(seq), 0) FROM messages").get
+            if last > self.fts_indexed:
+                self.db.execute("INSERT INTO messages_fts(rowid, title, body) SELECT seq, title, "
+                                "body FROM messages WHERE seq > ?", (self.fts_indexed,))
+        self.fts_indexed = last  # committed
+
+    store.Store.__init__, store.Store.write = init, write
+
+
+def _what_if_cache_64m() -> None:
+    """A 64 MiB page cache (SQLite's default is 2 MiB)."""
+    from broker import store
+
+    orig_init = store.Store.__init__
+
+    def init(self, *a, **kw):
+        orig_init(self, *a, **kw)
+        self.db.execute("PRAGMA cache_size = -65536")
+
+    store.Store.__init__ = init
+
+
+def time_ordered_key() -> str:
+    """An idempotency key that sorts by creation time (like a UUIDv7): 16 hex digits of
+    nanoseconds, then 16 random ones. New keys land at the end of the requests B-tree."""
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
+
+
+class _TimeOrderedKeys:
+    """Stands in for the ``uuid`` module inside ``bus.client``: ``uuid4().hex`` is time-ordered."""
+
+    class _Key:
+        __slots__ = ("hex",)
+
+    @classmethod
+    def uuid4(cls):
+        key = cls._Key()
+        key.hex = time_ordered_key()
+        return key
+
+
+def _what_if_time_keys() -> None:
+    """Clients make time-ordered idempotency keys instead of random UUID4s."""
+    from bus import client
+
+    client.uuid = _TimeOrderedKeys
+
+
+def _what_if_client_fast() -> None:
+    """BusClient: one plain attempt first, tenacity only once it failed; the endpoint's socket
+    path parsed once, not on every call."""
+    import functools
+
+    from bus import client, wire
+    from bus.errors import Unreachable
+
+    orig_call = client.BusClient.call
+    client.ipc_path = functools.lru_cache(maxsize=64)(client.ipc_path)
+
+    def call(self, req, *, idem=None, deadline=None):
+        if idem is None and type(req) not in wire.READ_ONLY:
+            idem = client.uuid.uuid4().hex
+        try:
+            return self._round_trip(req, idem)
+        except Unreachable:
+            return orig_call(self, req, idem=idem, deadline=deadline)
+
+    client.BusClient.call = call
+
+
+WHAT_IFS = {"fts-batch": _what_if_fts_batch, "cache-64m": _what_if_cache_64m}
+"""Broker-side what-ifs, laid over the broker process."""
+CLIENT_WHAT_IFS = {"time-keys": _what_if_time_keys, "client-fast": _what_if_client_fast}
+"""Client-side what-ifs, laid over each benchmark client process."""
+
+
+def _broker_main(argv: list[str]) -> int:
+    """``common.py broker [--probe FILE] [--what-if NAME]... -- BROKER ARGS``."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="common.py broker")
+    p.add_argument("--probe", metavar="FILE")
+    p.add_argument("--what-if", action="append", default=[], choices=sorted(WHAT_IFS))
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = p.parse_args(argv[:split])
+    probe = _Probe() if args.probe else None
+    if probe is not None:
+        probe.install()
+    for name in args.what_if:  # over the probe: what they add is timed as part of the batch
+        WHAT_IFS[name]()
     from broker.main import main
 
     try:
-        return main(argv)
+        return main(argv[split + 1:])
     finally:
-        probe.dump(stats_path)
+        if probe is not None:
+            probe.dump(args.probe)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "probe-broker":
-        sys.exit(_probe_main(sys.argv[2], sys.argv[3:]))
-    print("usage: common.py probe-broker STATS.json [broker args...]  (used by BenchBroker)",
-          file=sys.stderr)
+    if len(sys.argv) >= 2 and sys.argv[1] == "broker":
+        sys.exit(_broker_main(sys.argv[2:]))
+    print("usage: common.py broker [--probe FILE] [--what-if NAME]... -- [broker args...]  "
+          "(used by BenchBroker)", file=sys.stderr)
     sys.exit(2)

@@ -4,22 +4,26 @@ Every figure is of a real broker process (``python -m broker --synchronous FULL`
 workspace, over ``ipc://``, with posts whose reply means "on disk" (group commit: the broker
 commits every batch of queued requests with one fsync before it answers any of them).
 
-Phases::
+Phases, each against its own broker on a fresh workspace::
 
     baselines   raw apsw single-row commits/s and batched rows/s (WAL, synchronous=FULL);
                 a bare DEALER -> ROUTER -> DEALER round trip (echo in another process)
-    1 client    one BusClient, N sequential posts (one round trip each)
-    8 clients   8 processes, a BusClient each, sequential posts for --seconds
-    pipelined   8 processes, raw DEALER, --window posts in flight each, for --seconds
-    breakdown   the same three phases, shorter, against a broker with a timing probe: batch
+    1 client    one BusClient, --posts sequential posts (one round trip each)
+    8 clients   --clients processes, a BusClient each, sequential posts for --seconds
+    pipelined   --clients processes, raw DEALER, --window posts in flight each, for --seconds
+    sustained   the pipelined load for --sustain seconds more on the same database: does the
+                rate hold as the history grows?
+    breakdown   all of it again at half length against brokers with a timing probe: batch
                 sizes, commits/s, and where each post's broker time goes
-    durability  the broker is SIGKILLed; every acknowledged post must be in the database
+    durability  each broker is SIGKILLed after its phase; every acknowledged post must be in
+                its database (the exit status says so)
 
 Clients run in their own processes (spawned): the GIL would otherwise make the client the
-bottleneck. The run stops by itself: about a minute with the defaults.
+bottleneck. The run stops by itself: about a minute and a half with the defaults.
 
     .venv/bin/python bench/post_throughput.py [--posts 2000] [--clients 8] [--seconds 5]
-        [--window 16] [--synchronous FULL] [--py-spy FILE] [--no-breakdown] [--json FILE]
+        [--window 16] [--sustain 20] [--history N] [--synchronous FULL|NORMAL]
+        [--what-if fts-batch|cache-64m] [--py-spy FILE] [--no-breakdown] [--json FILE]
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (PROBE_FIELDS, BenchBroker, PySpy, cpu_seconds, latency_summary,  # noqa: E402
-                          machine, spawn_context, sqlite_commit_baseline, system_cpu, table,
+from bench.common import (CLIENT_WHAT_IFS, PROBE_FIELDS, WHAT_IFS, BenchBroker,  # noqa: E402
+                          PySpy, cpu_seconds, latency_summary, machine, spawn_context,
+                          sqlite_commit_baseline, system_cpu, table, time_ordered_key,
                           wait_for_quiet, zmq_round_trip_baseline)
 from bus import wire  # noqa: E402
 
@@ -50,12 +55,13 @@ BODY = ("status from worker {w}: build {i} is green on linux and the bench figur
 # ---------------------------------------------------------------------------- workers
 # Each runs in its own spawned process and sends back one tuple through ``conn``: (start, end,
 # latencies as array('d') bytes, posts acknowledged, client CPU seconds, errors, completion
-# times as array('d') bytes or b"").
+# times as array('d') bytes).
 
 def sequential_worker(endpoints, token: str, worker: int, posts: int, seconds: float,
-                      barrier, conn) -> None:
+                      barrier, conn, what_if: tuple[str, ...] = ()) -> None:
     """A BusClient posting one message at a time: ``posts`` of them, or for ``seconds``."""
-    from bus import wire
+    for name in what_if:
+        CLIENT_WHAT_IFS[name]()
     from bus.client import BusClient
 
     client = BusClient(endpoints, token)
@@ -63,6 +69,7 @@ def sequential_worker(endpoints, token: str, worker: int, posts: int, seconds: f
         client.call(wire.Post(channel=CHANNEL, body=BODY.format(w=worker, i=-i)))
     barrier.wait()
     lat = array("d")
+    done = array("d")
     cpu0 = time.process_time()
     start = time.monotonic()
     deadline = start + seconds if seconds else float("inf")
@@ -72,19 +79,20 @@ def sequential_worker(endpoints, token: str, worker: int, posts: int, seconds: f
         t = time.perf_counter()
         client.call(wire.Post(channel=CHANNEL, body=body))
         lat.append(time.perf_counter() - t)
+        done.append(time.monotonic())
         i += 1
     end = time.monotonic()
     cpu = time.process_time() - cpu0
     client.close()
-    conn.send((start, end, lat.tobytes(), WARMUP + len(lat), cpu, 0, b""))
+    conn.send((start, end, lat.tobytes(), WARMUP + len(lat), cpu, 0, done.tobytes()))
 
 
 def pipelined_worker(endpoints, token: str, worker: int, window: int, seconds: float,
-                     barrier, conn) -> None:
+                     barrier, conn, what_if: tuple[str, ...] = ()) -> None:
     """A raw DEALER keeping ``window`` posts in flight (distinct rids), for ``seconds``."""
     import zmq
 
-    from bus import wire
+    key = time_ordered_key if "time-keys" in what_if else (lambda: uuid.uuid4().hex)
 
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
@@ -97,7 +105,7 @@ def pipelined_worker(endpoints, token: str, worker: int, window: int, seconds: f
     def send() -> None:
         nonlocal rid
         rid += 1
-        env = wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=token, idem=uuid.uuid4().hex,
+        env = wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=token, idem=key(),
                             req=wire.Post(channel=CHANNEL, body=BODY.format(w=worker, i=rid)))
         sent[rid] = time.perf_counter()
         dealer.send(wire.encode(env))
@@ -161,12 +169,13 @@ def run_clients(broker: BenchBroker, target, n: int, on_start=None, **kw) -> dic
     start = min(r[0] for r in results)
     end = max(r[1] for r in results)
     lat: list[float] = []
-    done: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (completed at, latency) of pipelined posts
     for r in results:
-        for blob, into in ((r[2], lat), (r[6], done)):
-            a = array("d")
-            a.frombytes(blob)
-            into.extend(a)
+        a, d = array("d"), array("d")
+        a.frombytes(r[2])
+        d.frombytes(r[6])
+        lat.extend(a)
+        timeline.extend(zip(d, a))
     wall = end - start
     ncpu = os.cpu_count() or 1
     all_cores = ncpu * (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])
@@ -180,8 +189,21 @@ def run_clients(broker: BenchBroker, target, n: int, on_start=None, **kw) -> dic
         "other_cores": max(0.0, all_cores - broker_cores - client_cores),
         "broker_cpu_us_per_post": 1e6 * (cpu1 - cpu0) / max(1, len(lat)),
         "client_cpu_us_per_post": 1e6 * sum(r[4] for r in results) / max(1, len(lat)),
-        "start": start, "end": end, "done": sorted(done),
+        "start": start, "end": end, "timeline": sorted(timeline),
     }
+
+
+def slices(phase: dict, count: int, history: int) -> list[dict]:
+    """The phase cut into ``count`` equal time slices: posts/s, latency, messages stored."""
+    width = (phase["end"] - phase["start"]) / count
+    out, stored = [], history
+    for i in range(count):
+        lo, hi = phase["start"] + i * width, phase["start"] + (i + 1) * width
+        lat = [la for t, la in phase["timeline"] if lo <= t < hi or (i == count - 1 and t == hi)]
+        out.append({"start": lo, "end": hi, "stored_before": stored, "posts": len(lat),
+                    "posts_per_s": len(lat) / width, "latency_ms": latency_summary(lat)})
+        stored += len(lat)
+    return out
 
 
 # ---------------------------------------------------------------------------- the breakdown
@@ -192,7 +214,8 @@ def breakdown(batches: list[list[float]], phase: dict) -> dict:
     n = sum(b[1] for b in rows) or 1
     wall = phase["end"] - phase["start"]
     sums = {f: sum(b[i] for b in rows) for i, f in enumerate(PROBE_FIELDS) if i >= 2}
-    named = ("decode", "auth", "encode", "sql_savepoint", "sql_idem", "sql_insert", "sql_other")
+    named = ("decode", "auth", "encode", "sql_savepoint", "sql_idem", "sql_insert", "sql_wake",
+             "sql_other")
     sums["python"] = sums["handle"] - sum(sums[f] for f in named)
     busy = sums["drain"] + sums["handle"] + sums["commit"] + sums["send"]
     return {
@@ -204,20 +227,83 @@ def breakdown(batches: list[list[float]], phase: dict) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------- phases
+
+def run_phases(args, *, probe: bool = False, scale: float = 1.0,
+               py_spy: Path | None = None) -> dict:
+    """Each phase against its own broker on a fresh workspace (``--history`` messages in it);
+    the sustained phase continues on the pipelined phase's database. Returns the phases, the
+    sustained phase, probe breakdowns, py-spy, and what was acknowledged and stored."""
+    out = {"phases": {}, "sustained": {}, "probe": {}, "spy": None, "acked": 0, "stored": 0}
+    plan = [
+        ("1 client", sequential_worker, 1,
+         dict(posts=max(1, int(args.posts * scale)), seconds=0)),
+        (f"{args.clients} clients", sequential_worker, args.clients,
+         dict(posts=0, seconds=args.seconds * scale)),
+        (f"{args.clients} x window {args.window}", pipelined_worker, args.clients,
+         dict(window=args.window, seconds=args.seconds * scale)),
+    ]
+    broker_what_if = tuple(w for w in args.what_if if w in WHAT_IFS)
+    client_what_if = tuple(w for w in args.what_if if w in CLIENT_WHAT_IFS)
+    for i, (name, target, n, kw) in enumerate(plan):
+        last = i == len(plan) - 1
+        kw["what_if"] = client_what_if
+        with BenchBroker(synchronous=args.synchronous, history=args.history, probe=probe,
+                         what_if=broker_what_if) as broker:
+            r = out["phases"][name] = run_clients(broker, target, n, **kw)
+            r["slices"] = slices(r, 4, args.history + r["acked"] - r["posts"])
+            acked = args.history + r["acked"]
+            if last and args.sustain:
+                seconds = args.sustain * scale
+                spies: list[PySpy] = []
+                sus = out["sustained"] = run_clients(
+                    broker, pipelined_worker, args.clients, window=args.window, seconds=seconds,
+                    what_if=client_what_if,
+                    on_start=(lambda: spies.append(PySpy(broker.pid, py_spy, seconds)))
+                    if py_spy else None)
+                sus["slices"] = slices(sus, 4, acked + sus["acked"] - sus["posts"])
+                acked += sus["acked"]
+                out["spy"] = spies[0] if spies else None
+            if probe:
+                broker.stop()
+                batches = broker.probe_batches()
+                out["probe"][name] = breakdown(batches, r)
+                if last and args.sustain:
+                    for piece in (sus["slices"][0], sus["slices"][-1]):
+                        label = f"sustained, from {piece['stored_before'] // 1000}k"
+                        out["probe"][label] = breakdown(batches, piece)
+            else:
+                broker.kill()  # a crash, not a clean stop: what was acknowledged must be on disk
+            out["acked"] += acked
+            out["stored"] += broker.count("SELECT count(*) FROM messages WHERE channel = ?",
+                                          (CHANNEL,))
+    return out
+
+
 # ---------------------------------------------------------------------------- report
 
 def phase_table(phases: dict) -> str:
     return table(
         ["phase", "posts", "posts/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-         "broker CPU µs/post", "client CPU µs/post", "cores: broker+clients+others"],
+         "posts/s in the last ¼", "messages at the end", "broker CPU µs/post",
+         "client CPU µs/post", "cores: broker + clients + others"],
         [[name, r["posts"], r["posts_per_s"], r["latency_ms"]["p50"], r["latency_ms"]["p90"],
-          r["latency_ms"]["p99"], r["latency_ms"]["max"], r["broker_cpu_us_per_post"],
-          r["client_cpu_us_per_post"],
+          r["latency_ms"]["p99"], r["latency_ms"]["max"], r["slices"][-1]["posts_per_s"],
+          r["slices"][-1]["stored_before"] + r["slices"][-1]["posts"],
+          r["broker_cpu_us_per_post"], r["client_cpu_us_per_post"],
           f"{r['broker_cores']:.2f} + {r['client_cores']:.2f} + {r['other_cores']:.2f}"]
          for name, r in phases.items()])
 
 
-def ratios(base: dict, rtt: dict, phases: dict, history: dict | None) -> str:
+def sustained_table(sustained: dict) -> str:
+    return table(
+        ["slice", "messages stored before", "posts", "posts/s", "p50 ms", "p99 ms"],
+        [[f"{i + 1}/{len(sustained['slices'])}", s["stored_before"], s["posts"],
+          s["posts_per_s"], s["latency_ms"]["p50"], s["latency_ms"]["p99"]]
+         for i, s in enumerate(sustained["slices"])])
+
+
+def ratios(base: dict, rtt: dict, phases: dict, sustained: dict) -> str:
     single = base["single_commits_per_s"]
     one, many, piped = phases.values()
     rows = [
@@ -234,10 +320,10 @@ def ratios(base: dict, rtt: dict, phases: dict, history: dict | None) -> str:
         ["1 client p50 ÷ (ZeroMQ p50 + one SQLite commit)",
          one["latency_ms"]["p50"] / (rtt["p50"] + base["commit_ms"])],
     ]
-    if history:
-        for (name, fresh), hist in zip(phases.items(), history.values()):
-            rows.append([f"{name}: posts/s on the history ÷ on a fresh database",
-                         hist["posts_per_s"] / fresh["posts_per_s"]])
+    if sustained:
+        first, last = piped["slices"][0], sustained["slices"][-1]
+        rows.append(["pipelined: posts/s at the end of the sustained phase ÷ at the start",
+                     last["posts_per_s"] / max(1e-9, first["posts_per_s"])])
     return table(["ratio", "value"], rows)
 
 
@@ -245,8 +331,9 @@ def breakdown_table(probe: dict) -> str:
     steps = [("drain (recv from ROUTER)", "drain"), ("decode envelope", "decode"),
              ("auth (token hash)", "auth"), ("SAVEPOINT / RELEASE", "sql_savepoint"),
              ("idempotency lookup + insert", "sql_idem"),
-             ("INSERT message (+ FTS trigger)", "sql_insert"),
-             ("other SQL (channel, chain, wake query)", "sql_other"),
+             ("INSERT message (+ full-text index)", "sql_insert"),
+             ("wake query (subscribers of the channel)", "sql_wake"),
+             ("other SQL (channel lookup, chain, channel update)", "sql_other"),
              ("msgpack encode", "encode"), ("Python (routing, validation, structs)", "python"),
              ("COMMIT (WAL write + fsync)", "commit"), ("send replies + publish events", "send")]
     names = list(probe)
@@ -263,9 +350,14 @@ def breakdown_table(probe: dict) -> str:
     return table(["µs per post", *names], rows)
 
 
-def report(mach: dict, load: float, base: dict, rtt: dict, phases: dict, history: dict | None,
-           probe: dict | None, spy: tuple | None, durable: tuple[int, int], args) -> str:
-    out = ["## Machine", ""]
+def report(mach: dict, load: float, base: dict, rtt: dict, run: dict, probe: dict | None,
+           spy: tuple | None, args) -> str:
+    phases, sustained = run["phases"], run["sustained"]
+    out = []
+    if args.what_if:
+        out += [f"**What-if run ({', '.join(args.what_if)}): the broker ran with an experimental "
+                "change laid over it; these are not figures of the product as shipped.**", ""]
+    out += ["## Machine", ""]
     out += [f"- {k}: {v}" for k, v in mach.items()]
     out += [f"- load from other processes just before the run: {load:.0%} of all CPUs"]
     out += ["", "## Baselines (same machine, same run)", "",
@@ -277,26 +369,27 @@ def report(mach: dict, load: float, base: dict, rtt: dict, phases: dict, history
                 ["ZeroMQ DEALER/ROUTER round trip p50 (ms)", rtt["p50"]],
                 ["ZeroMQ DEALER/ROUTER round trip p99 (ms)", rtt["p99"]],
             ])]
-    out += ["", f"## Posts through the bus, fresh database (synchronous={args.synchronous})", "",
-            phase_table(phases)]
-    if history:
-        out += ["", f"## Posts through the bus, on a history of {args.history:,} messages", "",
-                phase_table(history)]
-    out += ["", "## Ratios", "", ratios(base, rtt, phases, history)]
+    start = f"{args.history:,} messages" if args.history else "an empty database"
+    out += ["", f"## Posts through the bus (synchronous={args.synchronous}; each phase starts "
+            f"a broker on {start})", "", phase_table(phases)]
+    if sustained:
+        out += ["", f"## Sustained: {args.clients} x window {args.window} for {args.sustain:g} s "
+                "more, on the pipelined phase's database", "", sustained_table(sustained)]
+    out += ["", "## Ratios", "", ratios(base, rtt, phases, sustained)]
     if probe:
-        out += ["", "## Where the broker's time goes (probe run, µs per post)", "",
+        out += ["", "## Where the broker's time goes (probe run, half length, µs per post)", "",
                 breakdown_table(probe)]
     if spy:
         total, rows = spy
-        out += ["", f"## py-spy of the broker, pipelined phase ({total} samples, wall clock, "
-                "idle included)", "", table(["frame", "inclusive", "self"],
-                                            [[f, f"{inc:.1%}", f"{own:.1%}"]
-                                             for f, inc, own in rows])]
-    acked, stored = durable
-    verdict = "every acknowledged post is there" if stored >= acked else "POSTS WERE LOST"
+        out += ["", f"## py-spy of the broker, sustained phase ({total} samples, wall clock, "
+                "idle included)", "", table(["line", "self", "its function, inclusive"],
+                                            [[f, f"{own:.1%}", f"{inc:.1%}"]
+                                             for f, own, inc in rows])]
+    verdict = ("every acknowledged post is there" if run["stored"] >= run["acked"]
+               else "POSTS WERE LOST")
     out += ["", "## Durability", "",
-            f"Broker SIGKILLed after the fresh-database phases: {acked:,} posts acknowledged, "
-            f"{stored:,} in the database: {verdict}."]
+            f"Each broker SIGKILLed after its phase: {run['acked']:,} posts acknowledged, "
+            f"{run['stored']:,} in the databases: {verdict}."]
     return "\n".join(out)
 
 
@@ -308,36 +401,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=8, help="client processes (default 8)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of each concurrent phase")
     p.add_argument("--window", type=int, default=16, help="posts in flight per pipelined client")
-    p.add_argument("--history", type=int, default=50_000,
-                   help="also measure on a database already holding this many messages (0: skip)")
+    p.add_argument("--sustain", type=float, default=20.0, metavar="S",
+                   help="then S seconds more of pipelined load on the same database (0: skip)")
+    p.add_argument("--history", type=int, default=0, metavar="N",
+                   help="start each broker on a database already holding N messages")
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
+    p.add_argument("--what-if", action="append", default=[],
+                   choices=sorted([*WHAT_IFS, *CLIENT_WHAT_IFS]),
+                   help="measure an experimental change, laid over the broker or the clients "
+                   "(bench/common.py WHAT_IFS, CLIENT_WHAT_IFS); repeatable")
     p.add_argument("--quiet-wait", type=float, default=20.0, metavar="S",
                    help="wait up to S seconds for other processes to go quiet before starting")
     p.add_argument("--py-spy", type=Path, metavar="FILE",
-                   help="record the broker with py-spy during the pipelined phase (raw stacks)")
-    p.add_argument("--no-breakdown", action="store_true", help="skip the probe runs")
+                   help="record the broker with py-spy during the sustained phase (raw stacks)")
+    p.add_argument("--no-breakdown", action="store_true", help="skip the probe run")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write every figure as JSON")
     return p
-
-
-def run_phases(broker: BenchBroker, args, scale: float = 1.0, py_spy: Path | None = None,
-               only_pipelined: bool = False) -> dict:
-    out = {}
-    if not only_pipelined:
-        out["1 client"] = run_clients(broker, sequential_worker, 1,
-                                      posts=max(1, int(args.posts * scale)), seconds=0)
-        out[f"{args.clients} clients"] = run_clients(broker, sequential_worker, args.clients,
-                                                     posts=0, seconds=args.seconds * scale)
-    spies = []
-
-    def start_spy() -> None:
-        spies.append(PySpy(broker.pid, py_spy, args.seconds * scale))
-    out[f"{args.clients} x window {args.window}"] = run_clients(
-        broker, pipelined_worker, args.clients, on_start=start_spy if py_spy else None,
-        window=args.window, seconds=args.seconds * scale)
-    if spies:
-        out["py-spy"] = spies[0]
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,59 +428,35 @@ def main(argv: list[str] | None = None) -> int:
     base = sqlite_commit_baseline(synchronous=args.synchronous)
     rtt = zmq_round_trip_baseline()
 
-    print("posts, fresh database ...", file=sys.stderr)
-    with BenchBroker(synchronous=args.synchronous) as broker:
-        phases = run_phases(broker, args, py_spy=args.py_spy)
-        spy = phases.pop("py-spy", None)
-        acked = sum(r["acked"] for r in phases.values())
-        broker.kill()  # a crash, not a clean stop: what was acknowledged must be on disk
-        stored = broker.count("SELECT count(*) FROM messages WHERE channel = ?", (CHANNEL,))
+    print("posts ...", file=sys.stderr)
+    run = run_phases(args, py_spy=args.py_spy)
     spy_summary = None
-    if spy is not None:
-        err = spy.wait()
+    if run["spy"] is not None:
+        err = run["spy"].wait()
         if err:
             print(f"py-spy: {err}", file=sys.stderr)
         else:
-            spy_summary = spy.summary(20)
-
-    history = None
-    if args.history:
-        print(f"posts, history of {args.history:,} messages ...", file=sys.stderr)
-        with BenchBroker(synchronous=args.synchronous, history=args.history) as broker:
-            history = run_phases(broker, args)
-
+            spy_summary = run["spy"].summary(12)
     probe = None
     if not args.no_breakdown:
-        print("breakdown (probe) ...", file=sys.stderr)
-        with BenchBroker(synchronous=args.synchronous, probe=True) as broker:
-            probed = run_phases(broker, args, scale=0.5)
-            broker.stop()
-            batches = broker.probe_batches()
-        probe = {name: breakdown(batches, r) for name, r in probed.items()}
-        if args.history:
-            with BenchBroker(synchronous=args.synchronous, probe=True,
-                             history=args.history) as broker:
-                probed = run_phases(broker, args, scale=0.5, only_pipelined=True)
-                broker.stop()
-                batches = broker.probe_batches()
-            for name, r in probed.items():
-                probe[f"{name}, history {args.history // 1000}k"] = breakdown(batches, r)
+        print("breakdown (probe, half length) ...", file=sys.stderr)
+        probe = run_phases(args, probe=True, scale=0.5)["probe"]
 
-    errors = sum(r["errors"] for r in phases.values())
-    print(report(mach, load, base, rtt, phases, history, probe, spy_summary, (acked, stored),
-                 args))
+    print(report(mach, load, base, rtt, run, probe, spy_summary, args))
     print(f"\n(run took {time.monotonic() - t0:.0f} s; command: .venv/bin/python "
           f"bench/post_throughput.py {' '.join(sys.argv[1:])})")
     if args.json:
-        def strip(d: dict) -> dict:
-            return {k: {kk: vv for kk, vv in v.items() if kk not in ("start", "end")}
-                    for k, v in d.items()}
+        def strip(r: dict) -> dict:
+            return {k: v for k, v in r.items() if k not in ("start", "end", "timeline")}
         args.json.write_text(json.dumps({
             "machine": mach, "background_load": load, "sqlite": base, "zmq_rtt_ms": rtt,
-            "phases": strip(phases), "history": strip(history) if history else None,
-            "probe": probe, "acked": acked, "stored": stored, "py_spy": spy_summary},
+            "phases": {k: strip(v) for k, v in run["phases"].items()},
+            "sustained": strip(run["sustained"]) if run["sustained"] else None,
+            "probe": probe, "acked": run["acked"], "stored": run["stored"],
+            "py_spy": spy_summary, "args": {k: str(v) for k, v in vars(args).items()}},
             indent=2), encoding="utf-8")
-    return 1 if errors or stored < acked else 0
+    errors = sum(r["errors"] for r in [*run["phases"].values(), run["sustained"]] if r)
+    return 1 if errors or run["stored"] < run["acked"] else 0
 
 
 if __name__ == "__main__":
