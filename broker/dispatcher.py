@@ -91,8 +91,9 @@ class Dispatcher:
                 "SELECT s.principal, s.wake, a.state, a.epoch, a.paused FROM subscriptions s "
                 "JOIN agent_state a ON a.agent = s.principal "
                 "JOIN principals p ON p.name = s.principal AND p.revoked_at IS NULL "
-                "WHERE s.channel = ? AND s.principal != ?", (msg.channel, msg.author)).fetchall():
-            if wake == "none" or paused or state != "ASLEEP":
+                "WHERE s.channel = ? AND s.principal != ? AND s.wake != 'none'",
+                (msg.channel, msg.author)).fetchall():
+            if paused or state != "ASLEEP":
                 continue
             if wake == "mentions" and agent not in msg.mentions and parent_author != agent:
                 continue

@@ -8,6 +8,7 @@ from bus import wire
 from broker import channels
 from broker.context import Ctx
 from broker.errors import Forbidden, Invalid, NotFound, TooLarge
+from broker.store import index_messages
 
 MAX_BODY = 64 * 1024
 MAX_TITLE = 200
@@ -187,6 +188,7 @@ def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Me
 def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.MessagesResult:
     """Full-text search over what the principal may read; every word must match."""
     check_limit(limit, 200)
+    index_messages(ctx.db)
     words = re.findall(r"\w+", query or "")
     if not words:
         raise Invalid("query has no words to search for", field="query")

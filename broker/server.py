@@ -23,6 +23,7 @@ from broker.handlers import Handlers, _error, _salvage_rid
 log = structlog.get_logger("broker")
 
 MAX_BATCH = 512
+PRUNE_EVERY = 10_000  # requests between two prunings of old idempotency keys
 
 
 class Server:
@@ -44,6 +45,7 @@ class Server:
         self.stopping = False
         self._wake_r, self._wake_w = socket.socketpair()
         self.requests_served = 0
+        self._since_prune = PRUNE_EVERY  # prune once at the first batch
 
     def bind(self) -> None:
         for endpoint, sock in ((self.endpoints.request, self.router),
@@ -94,12 +96,11 @@ class Server:
                 self.process(self._drain() if self.router in ready else [], exited)
 
     def _drain(self) -> list[list[bytes]]:
+        """Every request already queued, up to MAX_BATCH: one group commit's worth."""
         batch = []
-        while len(batch) < MAX_BATCH:
-            try:
-                batch.append(self.router.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+        router = self.router
+        while len(batch) < MAX_BATCH and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            batch.append(router.recv_multipart(zmq.NOBLOCK))
         return batch
 
     def process(self, batch: list[list[bytes]], exited: list[int] = ()) -> None:
@@ -119,6 +120,11 @@ class Server:
                         replies.append((frames[0], frames[-1], _error(
                             _salvage_rid(frames[-1]), "bad_frame",
                             f"a request is one frame, got {len(frames) - 1}")))
+                self.store.before_commit()
+                self._since_prune += len(batch)
+                if self._since_prune >= PRUNE_EVERY:
+                    self._since_prune = 0
+                    self.store.prune_requests(now)
         except apsw.Error as exc:
             log.error("commit_failed", error=str(exc))
             outbox = []

@@ -71,11 +71,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_channel ON messages(channel, seq);
     CREATE INDEX messages_thread ON messages(in_reply_to) WHERE in_reply_to IS NOT NULL;
 
+    -- The full-text index is fed in chunks by Store.index_messages (not by a trigger): FTS5
+    -- flushes a segment at every savepoint, and the broker opens one per request.
     CREATE VIRTUAL TABLE messages_fts USING fts5(
         title, body, content='messages', content_rowid='seq');
-    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-        INSERT INTO messages_fts(rowid, title, body) VALUES (new.seq, new.title, new.body);
-    END;
+    CREATE TABLE fts_state(indexed INTEGER NOT NULL);
+    INSERT INTO fts_state(indexed) VALUES (0);
 
     -- Durable consumer offsets: last acked seq, and the newest seq ever delivered (an ack may
     -- not pass it).
@@ -166,7 +167,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX escalations_hop_chain ON escalations(chain) WHERE guardrail = 'hop_budget';
 
-    -- Idempotent producer: the first reply to each (principal, key).
+    -- Idempotent producer: the first reply to each (principal, key), kept for a day.
     CREATE TABLE requests(
         principal  TEXT NOT NULL,
         key        TEXT NOT NULL,
@@ -174,10 +175,16 @@ MIGRATIONS: list[str] = [
         created_at REAL NOT NULL,
         PRIMARY KEY (principal, key)
     ) WITHOUT ROWID;
+    CREATE INDEX requests_created ON requests(created_at);
     """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+# Index new messages once this many are waiting (search() catches up first, so it stays exact).
+FTS_CHUNK = 256
+# How long an idempotency key is remembered: longer than any client's retry deadline.
+REQUEST_TTL = 24 * 3600.0
 
 _bestpractice_applied = False
 
@@ -187,6 +194,19 @@ def _apply_bestpractice() -> None:
     if not _bestpractice_applied:
         apsw.bestpractice.apply(apsw.bestpractice.recommended)
         _bestpractice_applied = True
+
+
+def index_messages(db: apsw.Connection, at_least: int = 1) -> None:
+    """Feed the full-text index every message past its watermark, if ``at_least`` are waiting.
+
+    Messages are never edited, so indexing once, late, in the same transaction is exact.
+    """
+    indexed = db.execute("SELECT indexed FROM fts_state").get
+    newest = db.execute("SELECT coalesce(max(seq), 0) FROM messages").get
+    if newest - indexed >= at_least:
+        db.execute("INSERT INTO messages_fts(rowid, title, body) SELECT seq, title, body "
+                   "FROM messages WHERE seq > ? ORDER BY seq", (indexed,))
+        db.execute("UPDATE fts_state SET indexed = ?", (newest,))
 
 
 class Store:
@@ -237,6 +257,17 @@ class Store:
             raise
         self._depth = 0
         self.db.execute("COMMIT")
+
+    def before_commit(self) -> None:
+        """Housekeeping that belongs in the open batch transaction: index a full chunk."""
+        index_messages(self.db, FTS_CHUNK)
+
+    def prune_requests(self, now: float, limit: int = 1000) -> int:
+        """Forget idempotency keys older than REQUEST_TTL, a bounded number at a time."""
+        self.db.execute(
+            "DELETE FROM requests WHERE (principal, key) IN (SELECT principal, key FROM requests "
+            "WHERE created_at < ? ORDER BY created_at LIMIT ?)", (now - REQUEST_TTL, limit))
+        return self.db.changes()
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[apsw.Connection]:

@@ -6,7 +6,7 @@ import apsw
 import pytest
 
 from broker.errors import StoreError
-from broker.store import SCHEMA_VERSION, Store
+from broker.store import FTS_CHUNK, REQUEST_TTL, SCHEMA_VERSION, Store
 from bus import wire
 
 
@@ -143,3 +143,61 @@ def test_events_of_a_refused_request_are_not_published(hub):
     ])
     assert wire.reply_decoder.decode(replies[0]).error.code == "too_large"
     assert hub.events == []
+
+
+def _seed_messages(store: Store, count: int) -> None:
+    with store.write() as db:
+        _add(db, "ann")
+        db.execute("INSERT INTO channels(name, kind, created_at) VALUES ('#c', 'standing', 0)")
+        for i in range(count):
+            db.execute("INSERT INTO messages(channel, author, kind, body, chain, created_at) "
+                       "VALUES ('#c', 'ann', 'chat', ?, 0, 0)", (f"word{i} common",))
+
+
+def _indexed(store: Store) -> int:
+    return store.db.execute("SELECT indexed FROM fts_state").get
+
+
+def test_the_index_is_fed_in_chunks_before_a_commit(db_path):
+    """bench findings: FTS5 is fed FTS_CHUNK rows at a time, not one segment per request."""
+    store = Store(db_path)
+    try:
+        _seed_messages(store, FTS_CHUNK - 1)
+        with store.write():
+            store.before_commit()
+        assert _indexed(store) == 0  # not a full chunk yet
+        with store.write() as db:
+            for _ in range(FTS_CHUNK):
+                db.execute("INSERT INTO messages(channel, author, kind, body, chain, created_at) "
+                           "VALUES ('#c', 'ann', 'chat', 'late', 0, 0)")
+            store.before_commit()
+        newest = store.db.execute("SELECT max(seq) FROM messages").get
+        assert _indexed(store) == newest
+        hits = store.db.execute("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH "
+                                "'common'").get
+        assert hits == FTS_CHUNK - 1
+    finally:
+        store.close()
+
+
+def test_search_catches_up_the_index_first(hub):
+    """DESIGN §3: search is exact even before a chunk of messages has been indexed."""
+    seq = hub.ok(wire.Post(channel="#general", body="a zebra crossing")).message.seq
+    assert hub.store.db.execute("SELECT indexed FROM fts_state").get < seq
+    found = hub.ok(wire.Search(query="zebra")).messages
+    assert [m.seq for m in found] == [seq]
+
+
+def test_old_idempotency_keys_are_pruned_and_new_ones_kept(db_path):
+    """bench findings: the requests table does not grow forever; recent keys still answer."""
+    store = Store(db_path)
+    try:
+        with store.write() as db:
+            for i, age in enumerate((REQUEST_TTL + 10, REQUEST_TTL + 5, 60)):
+                db.execute("INSERT INTO requests(principal, key, reply, created_at) "
+                           "VALUES ('ann', ?, x'00', ?)", (f"k{i}", 1_000_000 - age))
+            assert store.prune_requests(1_000_000) == 2
+        keys = [k for (k,) in store.db.execute("SELECT key FROM requests")]
+        assert keys == ["k2"]
+    finally:
+        store.close()
