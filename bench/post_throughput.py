@@ -19,11 +19,11 @@ Phases, each against its own broker on a fresh workspace::
                 its database (the exit status says so)
 
 Clients run in their own processes (spawned): the GIL would otherwise make the client the
-bottleneck. The run stops by itself: about a minute and a half with the defaults.
+bottleneck. The run stops by itself: about a minute with the defaults.
 
     .venv/bin/python bench/post_throughput.py [--posts 2000] [--clients 8] [--seconds 5]
         [--window 16] [--sustain 20] [--history N] [--synchronous FULL|NORMAL]
-        [--what-if fts-batch|cache-64m] [--py-spy FILE] [--no-breakdown] [--json FILE]
+        [--what-if NAME ...] [--py-spy FILE] [--no-breakdown] [--json FILE]
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def run_clients(broker: BenchBroker, target, n: int, on_start=None, **kw) -> dic
     start = min(r[0] for r in results)
     end = max(r[1] for r in results)
     lat: list[float] = []
-    timeline: list[tuple[float, float]] = []  # (completed at, latency) of pipelined posts
+    timeline: list[tuple[float, float]] = []  # (completed at, latency) of every post
     for r in results:
         a, d = array("d"), array("d")
         a.frombytes(r[2])

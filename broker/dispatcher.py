@@ -93,12 +93,12 @@ class Dispatcher:
                 "JOIN principals p ON p.name = s.principal AND p.revoked_at IS NULL "
                 "WHERE s.channel = ? AND s.principal != ? AND s.wake != 'none'",
                 (msg.channel, msg.author)).fetchall():
-            if paused or state != "ASLEEP":
-                continue
             if wake == "mentions" and agent not in msg.mentions and parent_author != agent:
                 continue
-            if msg.hop >= self.limits_for(agent).max_hops:
+            if msg.hop >= self.limits_for(agent).max_hops:  # whatever the agent is doing now
                 over_budget.append(agent)
+                continue
+            if paused or state != "ASLEEP":
                 continue
             if escalations.held(ctx, agent) and not self._decides_for(msg, parent_author, agent):
                 continue

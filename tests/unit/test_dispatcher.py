@@ -632,3 +632,16 @@ DispatchMachine.TestCase.settings = settings(max_examples=40, stateful_step_coun
                                              deadline=None,
                                              suppress_health_check=[HealthCheck.too_slow])
 test_dispatcher_state_machine = DispatchMachine.TestCase
+
+
+def test_a_message_over_the_hop_budget_is_escalated_even_while_its_reader_is_busy(hub):
+    """DESIGN §5: a message at max_hops wakes nobody and produces one escalation for its chain."""
+    hub.limits.max_hops = 1
+    hub.add_agent("kim", "#general")
+    hub.add_agent("bob", "#general")
+    _, claim = _busy(hub, "kim", "start a chain")
+    assert hub.state("bob") == "WAKING"  # bob is not asleep: no wake would go to anyone
+    hub.report("kim", "sup-1", claim, output="x", reply="over the budget")
+    alerts = [m for m in hub.ok(wire.Read(channel="#alerts")).messages
+              if m.kind == "escalation"]
+    assert len(alerts) == 1 and "hop" in alerts[0].title
