@@ -2,8 +2,8 @@
 
 Changed only here, each change in the request's transaction together with its cause, and one
 log line per change. Wakes are published after the commit (through the outbox). Nothing here runs
-on a timer: every transition is caused by a message, a claim, a report, a Hello, or the death of
-a supervisor's connection (libzmq's ROUTER_NOTIFY, backed by ZMTP heartbeats).
+on a timer: every transition is caused by a message, a claim, a report, a Hello, a pause or
+resume, or the exit of a supervisor process (see broker/liveness.py).
 
 Epochs fence: every move out of ASLEEP and every claim bumps the epoch; a claim must carry the
 epoch of the wake it answers and a report the epoch of its turn, so nothing stale is applied.
@@ -22,7 +22,7 @@ from broker.channels import SYSTEM
 from broker.context import Ctx
 from broker.errors import Conflict, Forbidden, NotFound
 from broker.liveness import Liveness
-from guardrails import AgentHistory, Policy, TurnFacts, Veto
+from guardrails import AgentHistory, HopBudget, Policy, TurnFacts, Veto
 from guardrails.limits import Limits
 
 log = structlog.get_logger("dispatcher")
@@ -95,7 +95,7 @@ class Dispatcher:
                 (msg.channel, msg.author)).fetchall():
             if wake == "mentions" and agent not in msg.mentions and parent_author != agent:
                 continue
-            if msg.hop >= self.limits_for(agent).max_hops:  # whatever the agent is doing now
+            if not HopBudget(self.limits_for(agent)).wakes(msg.hop):  # whatever it is doing
                 over_budget.append(agent)
                 continue
             if paused or state != "ASLEEP":
@@ -125,15 +125,18 @@ class Dispatcher:
             self._wake(ctx, agent, row[1], f"decision #{msg.seq} on its post #{msg.in_reply_to}")
 
     def due(self, ctx: Ctx, agent: str, limit: int) -> list[wire.Message]:
-        """What a turn of ``agent`` would handle now: its unacked due messages, oldest first."""
-        batch = offsets.unacked(ctx, agent, limit, due_only=True,
-                                max_hops=self.limits_for(agent).max_hops)
-        if batch and escalations.held(ctx, agent):
-            batch = [m for m in batch if m.kind == "decision"]
-        return batch
+        """What a turn of ``agent`` would handle now: its unacked due messages, oldest first.
+
+        A held agent (its tier-2 post pending) gets only what is addressed to it alone: the
+        decision.
+        """
+        if escalations.held(ctx, agent):
+            return offsets.direct(ctx, agent, limit)
+        return offsets.unacked(ctx, agent, limit, due_only=True,
+                               max_hops=self.limits_for(agent).max_hops)
 
     def has_due(self, ctx: Ctx, agent: str) -> bool:
-        return bool(self.due(ctx, agent, 1 if not escalations.held(ctx, agent) else 100))
+        return bool(self.due(ctx, agent, 1))
 
     # ------------------------------------------------------------------ guardrails
     def history(self, ctx: Ctx, agent: str, before: int | None = None) -> AgentHistory:

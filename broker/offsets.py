@@ -38,8 +38,11 @@ def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool,
                                                      "max_hops": max_hops})]
 
 
-def has_due(ctx: Ctx, who: str) -> bool:
-    return bool(unacked(ctx, who, 1, due_only=True))
+def direct(ctx: Ctx, who: str, limit: int) -> list[wire.Message]:
+    """Unacked messages addressed to ``who`` alone (decisions on its posts), oldest first."""
+    return [to_wire(r) for r in ctx.db.execute(
+        f"SELECT {_M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
+        "WHERE d.agent = ? AND d.acked = 0 ORDER BY m.seq LIMIT ?", (who, limit))]
 
 
 def deliver(ctx: Ctx, who: str, msgs: list[wire.Message]) -> None:
