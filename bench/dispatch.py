@@ -56,8 +56,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import (latency_summary, machine, percentile, short_tempdir,  # noqa: E402
                           sqlite_commit_baseline, table, wait_for_quiet, zmq_round_trip_baseline)
-from bench.idle import (Others, cpu_sample, idle_section, idle_window, memory,  # noqa: E402
-                        memory_table, python_rss_baselines)
+from bench.idle import (Others, cpu_sample, idle_fleet, idle_section, memory,  # noqa: E402
+                        memory_table, noise, python_rss_baselines)
 from bus import wire  # noqa: E402
 from bus.client import BusClient  # noqa: E402
 from tests.fleet import Fleet, Proc  # noqa: E402
@@ -260,22 +260,17 @@ def timed_runs(n: int, fn) -> list[float]:
 
 
 def spawn_baselines(n: int = 200) -> dict:
-    """How long Popen takes to return (the child has exec'd), /bin/true, three ways."""
+    """How long Popen takes to return (the child has exec'd) for /bin/true, two ways."""
     from supervisor.runner import _group_kwargs
 
     pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                  close_fds=True, bufsize=0)
-    ways = {"runner's Popen (own session + preexec_fn PDEATHSIG: fork)": (["/bin/true"],
-                                                                       _group_kwargs()),
-            "Popen, own session, no preexec_fn (vfork)": (["/bin/true"],
-                                                          {"start_new_session": True})}
-    if os.path.exists("/usr/bin/setpriv"):
-        ways["Popen of setpriv --pdeathsig KILL /bin/true, no preexec_fn"] = (
-            ["/usr/bin/setpriv", "--pdeathsig", "KILL", "/bin/true"], {"start_new_session": True})
+    ways = {"runner's Popen (own session + preexec_fn PDEATHSIG: fork)": _group_kwargs(),
+            "Popen, own session, no preexec_fn (vfork)": {"start_new_session": True}}
     out = {}
-    for name, (argv, kw) in ways.items():
+    for name, kw in ways.items():
         procs = []
-        lat = timed_runs(n, lambda: procs.append(subprocess.Popen(argv, **pipes, **kw)))
+        lat = timed_runs(n, lambda: procs.append(subprocess.Popen(["/bin/true"], **pipes, **kw)))
         for p in procs:
             p.communicate()
         out[name] = summary(lat)
@@ -489,17 +484,10 @@ def measure_idle(n: int, seconds: float, quiet_wait: float, what_ifs: list[str] 
         fleet.post("#idle", "warm-up: " + " ".join(f"@{a}" for a in agents))
         watch.turns_done(set(agents), timeout=120)  # each has run one turn, as in real life
         watch.close()
-        fleet.client().close()  # the bench's own connections would cost the broker heartbeats
-        quiet = wait_for_quiet(quiet_wait)
-        time.sleep(2.0)  # let the last log lines and the turns' exits settle
-        pids = {"broker": fleet.broker.pid} | {a: p.pid for a, p in fleet.supervisors.items()}
-        window = idle_window(pids, seconds) if seconds > 0 else None
-        mem = {k: memory(pid) for k, pid in pids.items()}
-        alive = all(p.popen.poll() is None for p in [fleet.broker, *fleet.supervisors.values()])
+        out = idle_fleet(fleet, seconds, quiet_wait)
     finally:
         fleet.close()
-    return {"agents": n, "quiet_before": quiet, "window": window, "memory": mem, "alive": alive,
-            "what_if": ", ".join(what_ifs) or None}
+    return out | {"agents": n, "what_if": ", ".join(what_ifs) or None}
 
 
 # ---------------------------------------------------------------------------- report
@@ -531,11 +519,6 @@ def latency_section(lat: dict, title: str, only: list[tuple[str, str]] = LATENCY
     return ["", f"{title} ({lat['incomplete']} incomplete; ms)", "",
             table(["from -> to", "n", "p50", "p90", "p99", "max"], rows),
             "", noise(lat["others_cores"])]
-
-
-def noise(cores: float) -> str:
-    warn = " **— a neighbour was busy: run again on a quiet machine**" if cores > 0.15 else ""
-    return f"Other processes kept {cores:.2f} CPUs busy on average meanwhile{warn}."
 
 
 def report(res: dict, args) -> str:
@@ -578,14 +561,16 @@ def report(res: dict, args) -> str:
     if fan:
         rows = [[i + 1, r["turns"], r["replies"], r["wake_ms"]["p50"], r["wake_ms"]["max"],
                  r["spawned_ms"]["p50"], r["spawned_ms"]["max"], r["reply_ms"]["p50"],
-                 r["reply_ms"]["max"], r["stub_s"] * MS, r["cpu_s"], r["broker_cpu_s"]]
+                 r["reply_ms"]["max"], r["stub_s"] * MS, r["cpu_s"],
+                 r["cpu_s"] / (os.cpu_count() or 1) * MS, r["broker_cpu_s"]]
                 for i, r in enumerate(fan["rounds"])]
         out += ["", f"### Fan-out: one post to {fan['agents']} agents, a supervisor each "
                 f"({fan['supervisors_start_s']:.1f} s to start them all; ms after the post's "
                 "created_at)", "",
                 table(["round", "turns", "replies", "wake p50", "last wake", "spawned p50",
                        "**last turn started**", "reply p50", "**last reply stored**",
-                       "stub turn p50", "CPU s (all, turns incl.)", "broker CPU s"], rows),
+                       "stub turn p50", "CPU s (all, turns incl.)",
+                       f"that CPU ÷ {os.cpu_count()} CPUs (ms)", "broker CPU s"], rows),
                 "", noise(fan["others_cores"])]
     idle = res.get("idle")
     for key in ("idle", "idle_what_if"):

@@ -1,6 +1,8 @@
-"""What a fleet of processes costs while it does nothing: CPU, wake-ups, memory, from /proc.
+"""What processes cost, read from /proc: CPU, wake-ups, memory; an idle fleet's window.
 
-Used by ``bench/dispatch.py`` (its ``idle`` and ``memory`` measurements); Linux only.
+Used by ``bench/dispatch.py``: its ``idle`` and ``memory`` measurements (``idle_fleet``), the
+fan-out's CPU, and ``Others`` — what the rest of the machine used meanwhile, since a neighbour's
+benchmark on a small machine skews every figure. Linux only.
 
 CPU is read two ways over the same window: ``utime + stime`` of ``/proc/PID/stat`` (clock ticks,
 usually 10 ms: coarse, but what ``ps`` and ``top`` show) and the sum over every thread of the
@@ -22,7 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import system_cpu, table
+from bench.common import system_cpu, table, wait_for_quiet
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -89,6 +91,21 @@ def idle_window(pids: dict[str, int], seconds: float) -> dict:
             "machine_busy": (sys1[0] - sys0[0]) / max(1, sys1[1] - sys0[1])}
 
 
+def idle_fleet(fleet, seconds: float, quiet_wait: float) -> dict:
+    """The CPU (over ``seconds``) and memory of a started ``tests.fleet.Fleet``'s broker and
+    supervisors, once the machine is quiet; the bench's own connections are closed first (the
+    broker would answer their heartbeats)."""
+    fleet.client().close()
+    quiet = wait_for_quiet(quiet_wait)
+    time.sleep(2.0)  # let the last log lines and the turns' exits settle
+    procs = {"broker": fleet.broker} | dict(fleet.supervisors)
+    pids = {name: p.pid for name, p in procs.items()}
+    window = idle_window(pids, seconds) if seconds > 0 else None
+    return {"quiet_before": quiet, "window": window,
+            "memory": {name: memory(pid) for name, pid in pids.items()},
+            "alive": all(p.popen.poll() is None for p in procs.values())}
+
+
 def python_rss_baselines(python: str, imports: str) -> dict[str, dict[str, float]]:
     """Memory of a bare ``python -c pass``-like interpreter, and of one that imported
     ``imports`` (what a supervisor loads), each read by the interpreter itself at its end."""
@@ -152,9 +169,14 @@ def idle_section(idle: dict) -> tuple[list[str], float]:
                     w["total"]["switches"] / w["seconds"], "-"],
                    ["**whole fleet, per minute**", per_min,
                     w["total"]["tick_s"] * 60 / w["seconds"], "-", "-"]]),
-            "", f"The whole machine was {w['machine_busy']:.1%} busy in the window (all CPUs, the "
-            "fleet included)" + (" **— a neighbour was busy: run again on a quiet machine**"
-                                 if w["machine_busy"] > 0.05 else ".")], per_min
+            "", noise(max(0.0, w["machine_busy"] * (os.cpu_count() or 1)
+                          - w["total"]["ns_s"] / w["seconds"]))], per_min
+
+
+def noise(cores: float) -> str:
+    """A sentence on what other processes used during a phase; a warning past 0.15 CPUs."""
+    warn = " **— a neighbour was busy: run again on a quiet machine**" if cores > 0.15 else ""
+    return f"Other processes kept {cores:.2f} CPUs busy on average meanwhile{warn}."
 
 
 def memory_table(fleets: list[tuple[str, dict[str, dict]]]) -> str:

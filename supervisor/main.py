@@ -117,27 +117,36 @@ class Supervisor:
         poller.register(self._sig_r.fileno(), zmq.POLLIN)
         try:
             while not self.stopping:
-                if self.pending_epoch is not None:
-                    self.claim_and_run()
-                    continue
-                ready = dict(poller.poll())
-                if self._sig_r.fileno() in ready:
-                    self.drain_signal_pipe()
-                if monitor in ready:
-                    while monitor.poll(0):
-                        zmq.utils.monitor.recv_monitor_message(monitor)
-                    # (re)connected — perhaps to a restarted broker, perhaps after wakes were
-                    # published to nobody: the database is the truth, so ask it again. A Hello
-                    # that repeats the one made at start-up changes nothing.
-                    log.info("connected")
-                    self.hello()
-                if sub in ready:
-                    while sub.poll(0):
-                        _, event = self.client.read_event()
-                        self.on_event(event)
+                try:
+                    self.step(poller, sub, monitor)
+                except Unreachable as exc:
+                    # the broker is away: keep waiting; its return is a reconnection, and a
+                    # reconnection means a fresh Hello (nothing here ever gives up on it)
+                    log.warning("broker_unreachable", error=str(exc))
         finally:
             sub.disable_monitor()
             monitor.close(linger=0)
+
+    def step(self, poller: zmq.Poller, sub: zmq.Socket, monitor: zmq.Socket) -> None:
+        """One turn of the loop: claim what is pending, else block until something happens."""
+        if self.pending_epoch is not None:
+            self.claim_and_run()
+            return
+        ready = dict(poller.poll())
+        if self._sig_r.fileno() in ready:
+            self.drain_signal_pipe()
+        if monitor in ready:
+            while monitor.poll(0):
+                zmq.utils.monitor.recv_monitor_message(monitor)
+            # (re)connected — perhaps to a restarted broker, perhaps after wakes were
+            # published to nobody: the database is the truth, so ask it again. A Hello
+            # that repeats the one made at start-up changes nothing.
+            log.info("connected")
+            self.hello()
+        if sub in ready:
+            while sub.poll(0):
+                _, event = self.client.read_event()
+                self.on_event(event)
 
 
 def parser() -> argparse.ArgumentParser:
