@@ -17,6 +17,7 @@ import structlog
 import zmq
 
 from bus import wire
+from bus.client import configure
 from bus.endpoints import Endpoints, check, ipc_path
 from broker.handlers import Handlers, _error, _salvage_rid
 
@@ -35,11 +36,8 @@ class Server:
         self.endpoints = endpoints
         self.router = self.ctx.socket(zmq.ROUTER)
         self.pub = self.ctx.socket(zmq.PUB)
-        for sock in (self.router, self.pub):
-            sock.linger = 0
-            sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
+        configure(self.router, endpoints.request)
+        configure(self.pub, endpoints.events)
         self.router.sndhwm = 0
         self.pub.sndhwm = 100_000
         self.stopping = False

@@ -29,13 +29,16 @@ def new_key() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
-def _configure(sock: zmq.Socket) -> None:
+def configure(sock: zmq.Socket, endpoint: str) -> None:
+    """The options of every bus socket, the broker's included: no linger, quick reconnects,
+    and heartbeats where a link can die silently (tcp)."""
     sock.linger = 0
-    sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
     sock.setsockopt(zmq.RECONNECT_IVL, 50)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
+    if endpoint.startswith("tcp://"):
+        sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
 
 
 class BusClient:
@@ -108,7 +111,7 @@ class BusClient:
     def _dealer_socket(self) -> zmq.Socket:
         if self._dealer is None:
             sock = self._ctx.socket(zmq.DEALER)
-            _configure(sock)
+            configure(sock, self.endpoints.request)
             sock.connect(self.endpoints.request)
             self._dealer = sock
         return self._dealer
@@ -125,7 +128,7 @@ class BusClient:
         """The SUB socket (created and connected on first use), for a caller's own poller."""
         if self._sub is None:
             sock = self._ctx.socket(zmq.SUB)
-            _configure(sock)
+            configure(sock, self.endpoints.events)
             sock.connect(self.endpoints.events)
             self._sub = sock
         return self._sub

@@ -29,10 +29,11 @@ import msgspec
 
 PROTOCOL_VERSION = 1
 
-# Liveness: libzmq's own ZMTP heartbeats on every bus socket (no timer of ours).
-HEARTBEAT_IVL_MS = 1_000
-HEARTBEAT_TIMEOUT_MS = 3_000
-HEARTBEAT_TTL_MS = 3_000
+# Liveness over tcp:// only: libzmq's own ZMTP heartbeats find a peer behind a dead link. Over
+# ipc:// a dead peer closes its socket at once, so there are none (an idle fleet sleeps).
+HEARTBEAT_IVL_MS = 10_000
+HEARTBEAT_TIMEOUT_MS = 30_000
+HEARTBEAT_TTL_MS = 30_000
 
 Kind = Literal["chat", "post", "reply", "decision", "escalation", "system"]
 View = Literal["headlines", "digest", "full"]

@@ -25,6 +25,7 @@ home, and ``mcp_config()`` is the ``mcpServers`` object to write there.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 
@@ -78,7 +79,10 @@ def _stub(*, batch_json: bytes, options: dict, **_) -> Turn:
     delay = _number(options.get("delay", 0.0), "stub delay")
     if not sys.executable:
         raise EngineError("the stub needs sys.executable, which this Python does not know")
-    argv = [sys.executable, "-m", "supervisor.stub", "--behaviour", behaviour, "--delay", repr(delay)]
+    # The stub imports only the standard library: run its file isolated and without `site`
+    # (half of a Python start-up here), so a turn starts in ~15 ms instead of ~30.
+    stub = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stub.py")
+    argv = [sys.executable, "-I", "-S", stub, "--behaviour", behaviour, "--delay", repr(delay)]
     return argv, batch_json, {}, "stdout"
 
 

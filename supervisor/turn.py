@@ -59,9 +59,6 @@ class TurnRunner:
             "CHATBOX_WORKSPACE": str(self.ws.root)}, self.config.env)
         if self.config.auth == "subscription":
             env = engines.strip_api_keys(env)
-        if self.config.engine == "stub":
-            # the stub is our own module: it must import from wherever chatbox is installed
-            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         spec = TurnSpec(argv=argv, stdin=stdin, env=env, cwd=str(self.ws.root),
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,

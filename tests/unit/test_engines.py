@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,10 @@ def build(engine: str, options: dict | None = None, prompt: str = "PROMPT"):
 
 
 def test_stub_runs_this_python_with_the_batch_on_stdin():
-    """The stub is ``python -m supervisor.stub`` with behaviour and delay; stdout is the reply."""
+    """The stub is supervisor/stub.py run isolated (-I -S) by this Python; stdout is the reply."""
     argv, stdin, env, mode = build("stub", {"behaviour": "hang", "delay": 1.5})
-    assert argv == [sys.executable, "-m", "supervisor.stub", "--behaviour", "hang", "--delay", "1.5"]
+    stub = str(Path(engines.__file__).resolve().parent / "stub.py")
+    assert argv == [sys.executable, "-I", "-S", stub, "--behaviour", "hang", "--delay", "1.5"]
     assert (stdin, env, mode) == (b'{"messages":[]}', {}, "stdout")
 
 
