@@ -3,39 +3,46 @@ agents, what an idle fleet costs, and the memory of a supervisor.
 
 Every figure is of real processes from ``tests/fleet.py``: ``python -m broker`` and one
 ``python -m supervisor --agent A`` per agent, stub engine, on a temporary workspace, over ipc.
+The run stops by itself: about three minutes with the defaults.
 
     .venv/bin/python bench/dispatch.py [all|baseline|latency|fanout|idle|memory]
-        [--posts 200] [--warmup 10] [--gap 0.01] [--agents 50] [--rounds 3]
-        [--idle-agents 20] [--idle-seconds 60] [--json FILE]
+        [--posts 200] [--warmup 10] [--gap 0.01] [--probe-posts 100] [--agents 50]
+        [--rounds 3] [--idle-agents 20] [--idle-seconds 60] [--quiet-wait 20]
+        [--what-if no-heartbeat|spawn-setpriv|stub-isolated]... [--json FILE]
 
     baseline  same machine, same run: Popen of /bin/true (as the runner calls it, and without
-              its preexec_fn), a bare ``python -c pass``, the stub with a one-message batch on
-              stdin (the exact argv, env and stdin a supervisor gives it), one SQLite commit, one
-              ZeroMQ round trip, the memory of a bare interpreter and of one that imported what
-              a supervisor imports
+              its preexec_fn), ``python -c pass`` with and without site, the stub with a
+              one-message batch on stdin (the exact argv, env and stdin a supervisor gives it),
+              one SQLite commit, one ZeroMQ round trip, the memory of a bare interpreter and of
+              one that imported what a supervisor imports
     latency   one agent; --posts human posts, one at a time, each after the agent is ASLEEP
-              again (the bench follows the broker's agent events, it never polls); gives the
-              wake, the turn's subprocess started, and end-to-end to the stub's reply stored
+              again (the bench follows the broker's agent events, it never polls): the wake,
+              the turn's subprocess started, end to end to the stub's reply stored. Then
+              --probe-posts more against a broker under ``bench/common.py``'s timing probe,
+              which splits the wake and the claim at the broker's COMMITs
     fanout    --agents agents, each with its own supervisor, all subscribed to one channel;
-              one post that mentions them all, --rounds times; until the last turn's subprocess
-              started and the last reply stored
+              one post that mentions them all, --rounds times: until the last turn's subprocess
+              started and the last reply stored, and the CPU it took
     idle      --idle-agents supervisors and the broker, after one turn each and once the
-              machine is quiet: CPU of all of them over --idle-seconds (and memory)
+              machine is quiet: their CPU and wake-ups over --idle-seconds, and memory
     memory    the idle fleet without the window: RSS/PSS/USS per supervisor and of the broker
+
+``--what-if`` measures a proposed product change laid over the processes by monkeypatching
+(``WHAT_IFS``), after the product as shipped: never a figure of the product itself.
 
 One post's timeline, and the clock each point is read from (one machine, one clock)::
 
-    created_at      the broker's time.time() as the batch holding the post began: the INSERT,
-                    then COMMIT (fsync), the reply to the poster, then the wake published
+    created_at      the broker's time.time() as the batch holding the post began: handling
+                    (INSERT, dispatcher, audit), COMMIT (fsync), replies, wake published
     wake            supervisor log line "wake" (debug): WakeEvent received and decoded
     turn_start      Claim round trip done: the broker committed WAKING -> BUSY with the batch
     turn_spawned    prompt and argv built, Popen returned (fork, exec done)
     turn            the stub ran (Python start-up, JSON, "ack N"), exited, pipes drained
     reply stored    created_at of the reply: the batch holding the TurnReport began
 
-The post's COMMIT ends somewhere between created_at and the poster's reply (``ack``, read by the
-bench with time.time() as ``call`` returns), so the wake latency from the commit lies between
-"wake - ack" (a lower bound) and "wake - created_at" (an upper bound; the issue's definition).
+created_at is stamped before the post is even handled, so "created_at -> wake" (the issue's
+definition) includes the post's own transaction; the probe run gives the wake from the end of
+its COMMIT. Every other phase checks what the rest of the machine used meanwhile and says so.
 """
 
 from __future__ import annotations
@@ -54,8 +61,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import (latency_summary, machine, percentile, short_tempdir,  # noqa: E402
-                          sqlite_commit_baseline, table, wait_for_quiet, zmq_round_trip_baseline)
+from bench.common import (PROBE_FIELDS, latency_summary, machine, percentile,  # noqa: E402
+                          short_tempdir, sqlite_commit_baseline, table, wait_for_quiet,
+                          zmq_round_trip_baseline)
 from bench.idle import (Others, cpu_sample, idle_fleet, idle_section, memory,  # noqa: E402
                         memory_table, noise, python_rss_baselines)
 from bus import wire  # noqa: E402
@@ -366,9 +374,8 @@ def measure_latency(posts: int, warmup: int, gap: float, budget: float,
         commits = probe_commits(fleet) if probe else None
     finally:
         fleet.close()
-    cols: dict[str, list[float]] = {k: [] for k in (
-        "post_rtt", "ack_to_wake", "wake", "claim", "spawn", "spawned", "stub", "report", "e2e",
-        "to_commit_end", "commit", "commit_end_to_wake", "clock_check")}
+    cols: dict[str, list[float]] = {k: [] for k in [*(k for _, k in LATENCY_ROWS),
+                                                     *(k for _, k in PROBE_ROWS)]}
     bad = 0
     for seq, created, t_send, t_ack in sent:
         t = turns.get(seq)
@@ -386,13 +393,18 @@ def measure_latency(posts: int, warmup: int, gap: float, budget: float,
         cols["stub"].append(t["seconds"])
         cols["report"].append(reply - t["end"])
         cols["e2e"].append(reply - created)
-        batch = commits.batch_of(created) if commits else None
-        if batch is not None:
-            began, commit_start, commit_end = batch
-            cols["clock_check"].append(created - began)
-            cols["to_commit_end"].append(commit_end - created)
-            cols["commit"].append(commit_end - commit_start)
-            cols["commit_end_to_wake"].append(t["wake"] - commit_end)
+        post = commits.batch_of(created) if commits else None
+        claim = commits.first_after(t["wake"]) if commits else None
+        if post is not None and claim is not None and claim["began"] < t["start"]:
+            for key, value in (("clock_check", created - post["began"]),
+                               ("post_handle", post["handle"]), ("post_sql", post["sql"]),
+                               ("commit", post["commit"]), ("post_send", post["send"]),
+                               ("commit_end_to_wake", t["wake"] - post["commit_end"]),
+                               ("wake_to_claim", claim["began"] - t["wake"]),
+                               ("claim_handle", claim["handle"]), ("claim_sql", claim["sql"]),
+                               ("claim_commit", claim["commit"]),
+                               ("claim_end_to_start", t["start"] - claim["commit_end"])):
+                cols[key].append(value)
     return {"posts": len(sent), "incomplete": bad, "gap_s": gap, "others_cores": others_cores,
             "what_ifs": list(what_ifs), "probe": probe,
             "summary": {k: summary(v) for k, v in cols.items() if v}}
@@ -404,18 +416,28 @@ class Commits:
     def __init__(self, batches: list[list[float]]):
         # the probe reads time.monotonic(); the supervisors' logs and created_at time.time()
         offset = time.time() - time.monotonic()
-        rows = sorted((b[0] + offset, b[3], b[4]) for b in batches)
-        self.began = [r[0] for r in rows]
-        self.rows = rows
+        self.rows = sorted([b[0] + offset, *b[1:]] for b in batches)
+        self.began = [r[0] for r in self.rows]
 
-    def batch_of(self, created_at: float) -> tuple[float, float, float] | None:
-        """(began, COMMIT started, COMMIT ended) of the batch that stamped ``created_at``: the
-        one that began last before it (within a millisecond), else None."""
+    @staticmethod
+    def _times(row: list[float]) -> dict[str, float]:
+        f = dict(zip(PROBE_FIELDS, row))
+        return {"began": f["t"], "handle": f["handle"], "commit": f["commit"], "send": f["send"],
+                "sql": sum(v for k, v in f.items() if k.startswith("sql_")),
+                "commit_end": f["t"] + f["handle"] + f["commit"]}
+
+    def batch_of(self, created_at: float) -> dict[str, float] | None:
+        """The batch that stamped ``created_at``: the one that began last before it (within a
+        millisecond), else None."""
         i = bisect.bisect_right(self.began, created_at + 1e-4) - 1
         if i < 0 or created_at - self.began[i] > 1e-3:
             return None
-        began, handle, commit = self.rows[i]
-        return began, began + handle, began + handle + commit
+        return self._times(self.rows[i])
+
+    def first_after(self, t: float) -> dict[str, float] | None:
+        """The first batch that began after ``t`` (after a wake: the one holding the Claim)."""
+        i = bisect.bisect_left(self.began, t)
+        return self._times(self.rows[i]) if i < len(self.rows) else None
 
 
 def probe_commits(fleet: Fleet) -> Commits:
@@ -505,9 +527,16 @@ LATENCY_ROWS = [
 ]
 PROBE_ROWS = [
     ("created_at -> wake received", "wake"),
-    ("created_at -> the post's COMMIT ended", "to_commit_end"),
-    ("of which the COMMIT (WAL write + fsync)", "commit"),
+    ("the post's batch: created_at -> COMMIT began (handling)", "post_handle"),
+    ("– of which SQL statements (INSERT + FTS, wake query, transition, audit...)", "post_sql"),
+    ("the post's COMMIT (WAL write + fsync)", "commit"),
+    ("after the COMMIT: replies sent, events published", "post_send"),
     ("**the post's COMMIT ended -> wake received**", "commit_end_to_wake"),
+    ("wake received -> the Claim's batch began", "wake_to_claim"),
+    ("the Claim's batch: handling", "claim_handle"),
+    ("– of which SQL statements (due batch, guardrail history, turn, offsets)", "claim_sql"),
+    ("the Claim's COMMIT", "claim_commit"),
+    ("the Claim's COMMIT ended -> turn_start logged", "claim_end_to_start"),
     ("(clock check: batch began -> created_at, should be ~0)", "clock_check"),
 ]
 
