@@ -19,6 +19,7 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/post_throughput.py
+	$(BIN)/python bench/dispatch.py all
 
 clean:
 	rm -rf $(VENV) build *.egg-info
