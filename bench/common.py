@@ -5,20 +5,14 @@ A benchmark never touches the user's workspace: ``BenchBroker`` makes a short te
 (ipc socket paths are limited to ~100 bytes), starts ``python -m broker`` on it with a bounded
 wait for the "ready" line, and removes it afterwards. Everything talks over ``ipc://`` only.
 
-``BenchBroker(probe=True)`` runs the same broker with a timing probe laid over it (see
-:class:`_Probe`): every batch of the group-commit loop is recorded with its size and the time
-spent draining, handling, committing and replying, and written as JSON when the broker stops.
-The probe costs a few microseconds per request, so its figures are for the breakdown, never for
-the headline numbers.
-
-``BenchBroker(what_if=("fts-batch",))`` runs the broker with an experimental change laid over it
-by monkeypatching (see ``WHAT_IFS``), to measure what a proposed product change would gain before
-anyone writes it. A what-if figure is never a figure of the product as shipped.
+``BenchBroker(probe=True)`` runs the same broker under the timing probe of ``bench/probe.py``
+(per batch: its size and the time spent draining, handling, committing and replying), for
+breakdowns, never for headline figures. ``BenchBroker(what_if=(...))`` lays a proposed change
+over it (``bench/probe.py`` ``WHAT_IFS``): never a figure of the product.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import platform
@@ -70,15 +64,9 @@ class BenchBroker:
         return self.ws.endpoints()
 
     def start(self, timeout: float = 20.0) -> BenchBroker:
-        if self.probe_path is not None or self.what_if:
-            argv = [sys.executable, str(Path(__file__)), "broker"]
-            if self.probe_path is not None:
-                argv += ["--probe", str(self.probe_path)]
-            for name in self.what_if:
-                argv += ["--what-if", name]
-            argv.append("--")
-        else:
-            argv = [sys.executable, "-m", "broker"]
+        from bench.probe import broker_argv
+
+        argv = broker_argv(self.probe_path, self.what_if)
         argv += ["--workspace", str(self.root), "--synchronous", self.synchronous]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOX_")}
         env["PYTHONPATH"] = str(ROOT)
@@ -134,10 +122,10 @@ class BenchBroker:
             db.close()
 
     def probe_batches(self) -> list[list[float]]:
-        """The probe's per-batch records (after stop): see ``PROBE_FIELDS``."""
-        if self.probe_path is None or not self.probe_path.exists():
-            return []
-        return json.loads(self.probe_path.read_text(encoding="utf-8"))["batches"]
+        """The probe's per-batch records (after stop): see ``bench/probe.py`` ``PROBE_FIELDS``."""
+        from bench.probe import read_batches
+
+        return read_batches(self.probe_path) if self.probe_path is not None else []
 
     def close(self) -> None:
         self.kill()
@@ -154,17 +142,17 @@ class BenchBroker:
 
 def prefill(db_path: Path, channel: str, author: str, n: int, chunk: int = 1_000) -> None:
     """Create ``channel`` and store ``n`` messages in it, as a broker that had served ``n``
-    posts would hold them: rows, full-text index and one idempotency record each.
+    posts would hold them: rows, full-text index and one idempotency record each (keyed by the
+    product's own ``new_key``).
 
-    For speed the full-text index is fed ``chunk`` rows at a time (the schema's insert trigger
-    is dropped meanwhile and put back as it was), so the index has many segments, merged by
-    FTS5's automerge as the broker's own index would be."""
-    import uuid
-
+    The full-text index is fed ``chunk`` rows at a time by the broker's own
+    ``broker.store.index_messages`` (it moves the watermark too), so the index has many
+    segments, merged by FTS5's automerge as the broker's own index would be."""
     from broker import channels
     from broker.context import Ctx, Principal
-    from broker.store import Store
+    from broker.store import Store, index_messages
     from bus import wire
+    from bus.client import new_key
 
     store = Store(db_path)
     try:
@@ -172,11 +160,6 @@ def prefill(db_path: Path, channel: str, author: str, n: int, chunk: int = 1_000
         with store.write():
             channels.create(Ctx(store.db, Principal(author, "admin"), now), channel,
                             "benchmark posts", "adhoc")
-        trigger = store.db.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' "
-                                   "AND name = 'messages_fts_insert'").get if n else None
-        if trigger:
-            with store.write():
-                store.db.execute("DROP TRIGGER messages_fts_insert")
         done = 0
         while done < n:
             rows, idem = [], []
@@ -186,21 +169,16 @@ def prefill(db_path: Path, channel: str, author: str, n: int, chunk: int = 1_000
                 reply = wire.encode(wire.MessageResult(message=wire.Message(
                     seq=i + 1, channel=channel, author=author, kind="chat", body=body, chain=i + 1,
                     created_at=now)))
-                idem.append((author, uuid.uuid4().hex, reply, now))
+                idem.append((author, new_key(), reply, now))
             with store.write():
                 store.db.executemany(
                     "INSERT INTO messages(channel, author, kind, body, mentions, chain, "
                     "created_at) VALUES (?, ?, 'chat', ?, '', 0, ?)", rows)
                 store.db.executemany("INSERT INTO requests(principal, key, reply, created_at) "
                                      "VALUES (?, ?, ?, ?)", idem)
-                if trigger:
-                    store.db.execute("INSERT INTO messages_fts(rowid, title, body) "
-                                     "SELECT seq, title, body FROM messages WHERE seq > ?",
-                                     (done,))
+                index_messages(store.db)
             done += len(rows)
         with store.write():
-            if trigger:
-                store.db.execute(trigger)
             store.db.execute("UPDATE messages SET chain = seq WHERE chain = 0")
             store.db.execute("UPDATE channels SET last_seq = (SELECT coalesce(max(seq), 0) FROM "
                              "messages), last_activity = ? WHERE name = ?", (now, channel))
@@ -431,371 +409,3 @@ def zmq_round_trip_baseline(n: int = 5000, payload: bytes = b"x" * 300) -> dict[
         if proc.is_alive():
             proc.kill()
         shutil.rmtree(root, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------- sampling profiler
-
-
-class PySpy:
-    """``py-spy record`` of a live process (if py-spy is installed), wall-clock, idle included.
-
-    py-spy is a measurement tool, not a dependency: ``pip install py-spy`` into the venv to use
-    it. Idle frames are kept, so the shares are of wall time: a broker blocked in ``poll()`` or
-    in ``fsync`` shows as such instead of vanishing from the profile.
-    """
-
-    def __init__(self, pid: int, path: Path, seconds: float, rate: int = 500):
-        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-        self.available = os.access(exe, os.X_OK)
-        self.path = path
-        self.popen: subprocess.Popen | None = None
-        if self.available:
-            self.popen = subprocess.Popen(
-                [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
-                 "--rate", str(rate), "--idle", "--nonblocking", "--format", "raw",
-                 "--output", str(path)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait(self, timeout: float = 30.0) -> str:
-        """Wait for the recording; return an error text, or "" when the profile was written."""
-        if self.popen is None:
-            return "py-spy not installed"
-        try:
-            _, err = self.popen.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            _, err = self.popen.communicate()
-        if not self.path.exists():
-            return err.decode(errors="replace").strip()[-500:] or "no profile written"
-        return ""
-
-    def summary(self, top: int = 15) -> tuple[int, list[tuple[str, float, float]]]:
-        """(samples, [(leaf line, its self share, its function's inclusive share)]): the lines
-        where the process spent its wall time, largest first."""
-        inclusive: dict[str, int] = {}
-        own: dict[str, int] = {}
-        total = 0
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            n = int(count)
-            total += n
-            frames = [f for f in stack.split(";") if f]
-            for f in {_frame_name(f, False) for f in frames}:
-                inclusive[f] = inclusive.get(f, 0) + n
-            if frames:
-                leaf = _frame_name(frames[-1], True)
-                own[leaf] = own.get(leaf, 0) + n
-        rows = sorted(own, key=own.get, reverse=True)[:top]
-        return total, [(f, own[f] / total, inclusive.get(_drop_line(f), 0) / total) for f in rows]
-
-
-def _frame_name(frame: str, with_line: bool) -> str:
-    """``handle (broker/handlers.py:57)`` -> ``handle (handlers.py:57)`` or ``handle
-    (handlers.py)``."""
-    name, _, where = frame.partition(" (")
-    path, _, lineno = where.rstrip(")").rpartition(":")
-    if not path:
-        return name
-    short = "/".join(Path(path).parts[-2:])
-    return f"{name} ({short}:{lineno})" if with_line else f"{name} ({short})"
-
-
-def _drop_line(name: str) -> str:
-    head, sep, _ = name.rpartition(":")
-    return f"{head})" if sep else name
-
-
-# ---------------------------------------------------------------------------- the probe
-
-PROBE_FIELDS = ("t", "requests", "drain", "handle", "commit", "send",
-                "decode", "auth", "encode", "sql_savepoint", "sql_idem", "sql_insert",
-                "sql_wake", "sql_other")
-"""One record per batch of the group-commit loop (all times in seconds):
-
-t          monotonic time the batch started (comparable across processes on Linux)
-requests   requests in the batch
-drain      reading them off the ROUTER socket
-handle     from the start of the batch to the start of COMMIT (BEGIN, every request's handling)
-commit     the COMMIT statement: WAL write and fsync
-send       after the commit: replies on the ROUTER, events on the PUB socket
-then what ``handle`` was spent on: envelope decode, token auth, msgpack encode (replies and
-stored idempotent results), and SQL by statement — SAVEPOINT/RELEASE, the idempotency lookup
-and insert, INSERT INTO messages (with its FTS trigger), the dispatcher's query for agents to
-wake, all other statements. What is left of ``handle`` is Python: routing, validation, structs,
-context managers.
-"""
-
-
-class _TimedConnection:
-    """Forwards to an apsw Connection, timing each ``execute`` into a category by its SQL."""
-
-    def __init__(self, db, acc: dict[str, float]):
-        self._db = db
-        self._acc = acc
-
-    def execute(self, sql, *args, **kw):
-        t = time.perf_counter()
-        try:
-            return self._db.execute(sql, *args, **kw)
-        finally:
-            self._acc[_sql_category(sql)] += time.perf_counter() - t
-
-    def __getattr__(self, name):
-        return getattr(self._db, name)
-
-
-def _sql_category(sql: str) -> str:
-    head = sql.lstrip()[:24].upper()
-    if head.startswith(("SAVEPOINT", "RELEASE", "ROLLBACK TO")):
-        return "sql_savepoint"
-    if head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-        return "sql_txn"
-    if "requests" in sql[:60]:
-        return "sql_idem"
-    if head.startswith(("INSERT INTO MESSAGES(", "INSERT INTO MESSAGES_FTS(")):
-        return "sql_insert"
-    if "JOIN agent_state" in sql:
-        return "sql_wake"
-    return "sql_other"
-
-
-class _Probe:
-    """Timings of the broker's group-commit loop, laid over it by wrapping a few functions."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[float]] = []
-        self.acc = dict.fromkeys(PROBE_FIELDS[6:] + ("sql_txn",), 0.0)
-        self.drain = 0.0
-        self.commit_start = self.commit_end = 0.0
-        self.snapshot: list[float] = []
-
-    def install(self) -> None:
-        import contextlib
-
-        from broker import handlers, principals, server, store
-        from bus import wire
-
-        probe, clock, acc = self, time.perf_counter, self.acc
-        keys = PROBE_FIELDS[6:]
-
-        def timed(fn, key):
-            def wrapper(*a, **kw):
-                t = clock()
-                try:
-                    return fn(*a, **kw)
-                finally:
-                    acc[key] += clock() - t
-            return wrapper
-
-        class TimedDecoder:
-            def __init__(self, inner):
-                self.decode = timed(inner.decode, "decode")
-
-        wire.envelope_decoder = TimedDecoder(wire.envelope_decoder)
-        wire.encode = timed(wire.encode, "encode")
-        principals.Auth.authenticate = timed(principals.Auth.authenticate, "auth")
-
-        orig_init = store.Store.__init__
-
-        def init(self, *a, **kw):
-            orig_init(self, *a, **kw)
-            self.db = _TimedConnection(self.db, acc)
-        store.Store.__init__ = init
-
-        orig_drain = server.Server._drain
-
-        def drain(self):
-            t = clock()
-            batch = orig_drain(self)
-            probe.drain = clock() - t
-            return batch
-        server.Server._drain = drain
-
-        orig_write = store.Store.write
-
-        @contextlib.contextmanager
-        def write(self):
-            if self._depth:
-                with orig_write(self) as db:
-                    yield db
-                return
-            with orig_write(self) as db:
-                yield db
-                probe.snapshot = [acc[k] for k in keys]
-                probe.commit_start = clock()
-            probe.commit_end = clock()
-        store.Store.write = write
-
-        orig_process = server.Server.process
-
-        def process(self, batch, exited=()):
-            for k in acc:
-                acc[k] = 0.0
-            probe.snapshot = []
-            t0 = time.monotonic()
-            start = clock()
-            orig_process(self, batch, exited)
-            end = clock()
-            if not probe.snapshot:  # the transaction failed: nothing to split
-                return
-            probe.batches.append([t0, len(batch), probe.drain, probe.commit_start - start,
-                                  probe.commit_end - probe.commit_start, end - probe.commit_end,
-                                  *probe.snapshot])
-            probe.drain = 0.0
-        server.Server.process = process
-
-    def dump(self, path: str) -> None:
-        Path(path).write_text(json.dumps({"fields": PROBE_FIELDS, "batches": self.batches}),
-                              encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------- what-ifs
-
-
-def _what_if_fts(chunk: int) -> None:
-    """Full-text indexing out of the per-request savepoints: the schema's trigger is dropped,
-    and new messages are indexed with one INSERT ... SELECT just before a COMMIT, once at least
-    ``chunk`` of them are waiting. (A real change would also catch up before a search, so that
-    search stays exact; the benchmark never searches.)"""
-    import contextlib
-
-    from broker import store
-
-    orig_init, orig_write = store.Store.__init__, store.Store.write
-
-    def init(self, *a, **kw):
-        orig_init(self, *a, **kw)
-        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
-                           "AND name = 'messages_fts_insert'").get:
-            with orig_write(self):
-                self.db.execute("DROP TRIGGER messages_fts_insert")
-        self.fts_indexed = self.db.execute("SELECT coalesce(max(seq), 0) FROM messages").get
-
-    @contextlib.contextmanager
-    def write(self):
-        if self._depth:
-            with orig_write(self) as db:
-                yield db
-            return
-        indexed = self.fts_indexed
-        with orig_write(self) as db:
-            yield db
-            last = self.db.execute("SELECT coalesce(max(seq), 0) FROM messages").get
-            if last - indexed >= chunk:
-                self.db.execute("INSERT INTO messages_fts(rowid, title, body) SELECT seq, title, "
-                                "body FROM messages WHERE seq > ?", (indexed,))
-                indexed = last
-        self.fts_indexed = indexed  # committed
-
-    store.Store.__init__, store.Store.write = init, write
-
-
-def _what_if_fts_batch() -> None:
-    """Index each batch's new messages once, just before its COMMIT."""
-    _what_if_fts(1)
-
-
-def _what_if_fts_chunk() -> None:
-    """Index new messages 256 at a time, just before a COMMIT."""
-    _what_if_fts(256)
-
-
-def _what_if_cache_64m() -> None:
-    """A 64 MiB page cache (SQLite's default is 2 MiB)."""
-    from broker import store
-
-    orig_init = store.Store.__init__
-
-    def init(self, *a, **kw):
-        orig_init(self, *a, **kw)
-        self.db.execute("PRAGMA cache_size = -65536")
-
-    store.Store.__init__ = init
-
-
-def time_ordered_key() -> str:
-    """An idempotency key that sorts by creation time (like a UUIDv7): 16 hex digits of
-    nanoseconds, then 16 random ones. New keys land at the end of the requests B-tree."""
-    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
-
-
-class _TimeOrderedKeys:
-    """Stands in for the ``uuid`` module inside ``bus.client``: ``uuid4().hex`` is time-ordered."""
-
-    class _Key:
-        __slots__ = ("hex",)
-
-    @classmethod
-    def uuid4(cls):
-        key = cls._Key()
-        key.hex = time_ordered_key()
-        return key
-
-
-def _what_if_time_keys() -> None:
-    """Clients make time-ordered idempotency keys instead of random UUID4s."""
-    from bus import client
-
-    client.uuid = _TimeOrderedKeys
-
-
-def _what_if_client_fast() -> None:
-    """BusClient: one plain attempt first, tenacity only once it failed; the endpoint's socket
-    path parsed once, not on every call."""
-    import functools
-
-    from bus import client, wire
-    from bus.errors import Unreachable
-
-    orig_call = client.BusClient.call
-    client.ipc_path = functools.lru_cache(maxsize=64)(client.ipc_path)
-
-    def call(self, req, *, idem=None, deadline=None):
-        if idem is None and type(req) not in wire.READ_ONLY:
-            idem = client.uuid.uuid4().hex
-        try:
-            return self._round_trip(req, idem)
-        except Unreachable:
-            return orig_call(self, req, idem=idem, deadline=deadline)
-
-    client.BusClient.call = call
-
-
-WHAT_IFS = {"fts-batch": _what_if_fts_batch, "fts-chunk": _what_if_fts_chunk,
-            "cache-64m": _what_if_cache_64m}
-"""Broker-side what-ifs, laid over the broker process."""
-CLIENT_WHAT_IFS = {"time-keys": _what_if_time_keys, "client-fast": _what_if_client_fast}
-"""Client-side what-ifs, laid over each benchmark client process."""
-
-
-def _broker_main(argv: list[str]) -> int:
-    """``common.py broker [--probe FILE] [--what-if NAME]... -- BROKER ARGS``."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="common.py broker")
-    p.add_argument("--probe", metavar="FILE")
-    p.add_argument("--what-if", action="append", default=[], choices=sorted(WHAT_IFS))
-    split = argv.index("--") if "--" in argv else len(argv)
-    args = p.parse_args(argv[:split])
-    probe = _Probe() if args.probe else None
-    if probe is not None:
-        probe.install()
-    for name in args.what_if:  # over the probe: what they add is timed as part of the batch
-        WHAT_IFS[name]()
-    from broker.main import main
-
-    try:
-        return main(argv[split + 1:])
-    finally:
-        if probe is not None:
-            probe.dump(args.probe)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "broker":
-        sys.exit(_broker_main(sys.argv[2:]))
-    print("usage: common.py broker [--probe FILE] [--what-if NAME]... -- [broker args...]  "
-          "(used by BenchBroker)", file=sys.stderr)
-    sys.exit(2)

@@ -42,7 +42,9 @@ def cpu_sample(pid: int, children: bool = False) -> dict[str, float]:
     ``children``: add the CPU of its reaped children (``cutime + cstime``), e.g. finished turns
     (tick precision only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
     ns, switches, threads = 0, 0, 0
     for task in _threads(pid):
         try:
@@ -155,10 +157,8 @@ def idle_section(idle: dict) -> tuple[list[str], float]:
     per_min = w["total"]["ns_s"] * 60 / w["seconds"]
     sup = [v for k, v in w["per"].items() if k != "broker"]
     b = w["per"]["broker"]
-    what_if = (f" — **what-if {idle['what_if']}, not the product as shipped**"
-               if idle["what_if"] else "")
     return ["", f"### Idle: broker + {idle['agents']} supervisors for {w['seconds']:.0f} s, each "
-            f"after one turn{what_if}", "",
+            "after one turn", "",
             table(["process", "CPU s (schedstat)", "CPU s (stat ticks)", "wake-ups/s",
                    "threads"],
                   [["broker", b["ns_s"], b["tick_s"], b["switches"] / w["seconds"], b["threads"]],

@@ -23,7 +23,7 @@ bottleneck. The run stops by itself: about a minute with the defaults.
 
     .venv/bin/python bench/post_throughput.py [--posts 2000] [--clients 8] [--seconds 5]
         [--window 16] [--sustain 20] [--history N] [--synchronous FULL|NORMAL]
-        [--what-if NAME ...] [--py-spy FILE] [--no-breakdown] [--json FILE]
+        [--what-if cache-64m] [--quiet-wait 20] [--py-spy FILE] [--no-breakdown] [--json FILE]
 """
 
 from __future__ import annotations
@@ -33,17 +33,18 @@ import json
 import os
 import sys
 import time
-import uuid
 from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (CLIENT_WHAT_IFS, PROBE_FIELDS, WHAT_IFS, BenchBroker,  # noqa: E402
-                          PySpy, cpu_seconds, latency_summary, machine, spawn_context,
-                          sqlite_commit_baseline, system_cpu, table, time_ordered_key,
+from bench.common import (BenchBroker, cpu_seconds, latency_summary, machine,  # noqa: E402
+                          spawn_context, sqlite_commit_baseline, system_cpu, table,
                           wait_for_quiet, zmq_round_trip_baseline)
+from bench.probe import NAMED, PROBE_FIELDS, WHAT_IFS  # noqa: E402
+from bench.pyspy import PySpy  # noqa: E402
 from bus import wire  # noqa: E402
+from bus.client import new_key  # noqa: E402
 
 CHANNEL = "#bench"
 WARMUP = 20
@@ -58,10 +59,8 @@ BODY = ("status from worker {w}: build {i} is green on linux and the bench figur
 # times as array('d') bytes).
 
 def sequential_worker(endpoints, token: str, worker: int, posts: int, seconds: float,
-                      barrier, conn, what_if: tuple[str, ...] = ()) -> None:
+                      barrier, conn) -> None:
     """A BusClient posting one message at a time: ``posts`` of them, or for ``seconds``."""
-    for name in what_if:
-        CLIENT_WHAT_IFS[name]()
     from bus.client import BusClient
 
     client = BusClient(endpoints, token)
@@ -88,11 +87,10 @@ def sequential_worker(endpoints, token: str, worker: int, posts: int, seconds: f
 
 
 def pipelined_worker(endpoints, token: str, worker: int, window: int, seconds: float,
-                     barrier, conn, what_if: tuple[str, ...] = ()) -> None:
-    """A raw DEALER keeping ``window`` posts in flight (distinct rids), for ``seconds``."""
+                     barrier, conn) -> None:
+    """A raw DEALER keeping ``window`` posts in flight (distinct rids), for ``seconds``, each
+    post with an idempotency key from the product's ``new_key``, as ``BusClient`` sends it."""
     import zmq
-
-    key = time_ordered_key if "time-keys" in what_if else (lambda: uuid.uuid4().hex)
 
     ctx = zmq.Context()
     dealer = ctx.socket(zmq.DEALER)
@@ -105,7 +103,7 @@ def pipelined_worker(endpoints, token: str, worker: int, window: int, seconds: f
     def send() -> None:
         nonlocal rid
         rid += 1
-        env = wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=token, idem=key(),
+        env = wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=token, idem=new_key(),
                             req=wire.Post(channel=CHANNEL, body=BODY.format(w=worker, i=rid)))
         sent[rid] = time.perf_counter()
         dealer.send(wire.encode(env))
@@ -214,9 +212,7 @@ def breakdown(batches: list[list[float]], phase: dict) -> dict:
     n = sum(b[1] for b in rows) or 1
     wall = phase["end"] - phase["start"]
     sums = {f: sum(b[i] for b in rows) for i, f in enumerate(PROBE_FIELDS) if i >= 2}
-    named = ("decode", "auth", "encode", "sql_savepoint", "sql_idem", "sql_insert", "sql_wake",
-             "sql_other")
-    sums["python"] = sums["handle"] - sum(sums[f] for f in named)
+    sums["python"] = sums["handle"] - sum(sums[f] for f in NAMED)
     busy = sums["drain"] + sums["handle"] + sums["commit"] + sums["send"]
     return {
         "batches": len(rows), "requests": int(n), "per_batch": n / max(1, len(rows)),
@@ -243,13 +239,10 @@ def run_phases(args, *, probe: bool = False, scale: float = 1.0,
         (f"{args.clients} x window {args.window}", pipelined_worker, args.clients,
          dict(window=args.window, seconds=args.seconds * scale)),
     ]
-    broker_what_if = tuple(w for w in args.what_if if w in WHAT_IFS)
-    client_what_if = tuple(w for w in args.what_if if w in CLIENT_WHAT_IFS)
     for i, (name, target, n, kw) in enumerate(plan):
         last = i == len(plan) - 1
-        kw["what_if"] = client_what_if
         with BenchBroker(synchronous=args.synchronous, history=args.history, probe=probe,
-                         what_if=broker_what_if) as broker:
+                         what_if=tuple(args.what_if)) as broker:
             r = out["phases"][name] = run_clients(broker, target, n, **kw)
             r["slices"] = slices(r, 4, args.history + r["acked"] - r["posts"])
             acked = args.history + r["acked"]
@@ -258,7 +251,6 @@ def run_phases(args, *, probe: bool = False, scale: float = 1.0,
                 spies: list[PySpy] = []
                 sus = out["sustained"] = run_clients(
                     broker, pipelined_worker, args.clients, window=args.window, seconds=seconds,
-                    what_if=client_what_if,
                     on_start=(lambda: spies.append(PySpy(broker.pid, py_spy, seconds)))
                     if py_spy else None)
                 sus["slices"] = slices(sus, 4, acked + sus["acked"] - sus["posts"])
@@ -331,9 +323,10 @@ def breakdown_table(probe: dict) -> str:
     steps = [("drain (recv from ROUTER)", "drain"), ("decode envelope", "decode"),
              ("auth (token hash)", "auth"), ("SAVEPOINT / RELEASE", "sql_savepoint"),
              ("idempotency lookup + insert", "sql_idem"),
-             ("INSERT message (+ full-text index)", "sql_insert"),
+             ("INSERT message", "sql_insert"),
              ("wake query (subscribers of the channel)", "sql_wake"),
              ("other SQL (channel lookup, chain, channel update)", "sql_other"),
+             ("batch housekeeping: full-text chunk, key pruning", "sql_index"),
              ("msgpack encode", "encode"), ("Python (routing, validation, structs)", "python"),
              ("COMMIT (WAL write + fsync)", "commit"), ("send replies + publish events", "send")]
     names = list(probe)
@@ -355,7 +348,7 @@ def report(mach: dict, load: float, base: dict, rtt: dict, run: dict, probe: dic
     phases, sustained = run["phases"], run["sustained"]
     out = []
     if args.what_if:
-        out += [f"**What-if run ({', '.join(args.what_if)}): the broker ran with an experimental "
+        out += [f"**What-if run ({', '.join(args.what_if)}): the broker ran with a proposed "
                 "change laid over it; these are not figures of the product as shipped.**", ""]
     out += ["## Machine", ""]
     out += [f"- {k}: {v}" for k, v in mach.items()]
@@ -406,10 +399,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--history", type=int, default=0, metavar="N",
                    help="start each broker on a database already holding N messages")
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
-    p.add_argument("--what-if", action="append", default=[],
-                   choices=sorted([*WHAT_IFS, *CLIENT_WHAT_IFS]),
-                   help="measure an experimental change, laid over the broker or the clients "
-                   "(bench/common.py WHAT_IFS, CLIENT_WHAT_IFS); repeatable")
+    p.add_argument("--what-if", action="append", default=[], choices=sorted(WHAT_IFS),
+                   help="measure a proposed broker change laid over every broker of the run "
+                   "(bench/probe.py WHAT_IFS); never a figure of the product")
     p.add_argument("--quiet-wait", type=float, default=20.0, metavar="S",
                    help="wait up to S seconds for other processes to go quiet before starting")
     p.add_argument("--py-spy", type=Path, metavar="FILE",
