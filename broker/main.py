@@ -20,16 +20,14 @@ from broker.store import Store
 from bus.errors import EndpointError
 from chatbox import __version__, logs
 from chatbox.config import ConfigError, ConfigSource
-from chatbox.workspace import Workspace, WorkspaceError
+from chatbox.workspace import Workspace, WorkspaceError, add_process_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="broker", description="Run the ChatBox broker (foreground).")
-    p.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, or the "
-                   "nearest directory upward holding .chatbox/)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    add_process_args(p)
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
                    help="SQLite durability (default FULL: every reply means on disk)")
     return p

@@ -94,6 +94,13 @@ class Workspace:
             raise WorkspaceError(f"cannot read token file {path}: permission denied") from None
 
 
+def add_process_args(parser) -> None:
+    """The options every long-running process takes: --workspace and --log-level."""
+    parser.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, "
+                        "or the nearest directory upward holding .chatbox/)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
 def turn_from_env() -> int | None:
     """``CHATBOX_TURN_ID``, set by a supervisor for the turn it runs; ValueError if not a number."""
     raw = os.environ.get("CHATBOX_TURN_ID", "").strip()

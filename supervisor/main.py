@@ -26,7 +26,7 @@ from bus.client import BusClient
 from bus.errors import BusError, Refused, Unauthorized, Unreachable
 from chatbox import logs
 from chatbox.config import AgentConfig, ConfigError, load
-from chatbox.workspace import Workspace, WorkspaceError
+from chatbox.workspace import Workspace, WorkspaceError, add_process_args
 from guardrails.limits import Limits
 from supervisor.turn import TurnRunner
 
@@ -153,9 +153,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="supervisor",
                                 description="Run one agent's supervisor (foreground).")
     p.add_argument("--agent", required=True, help="the agent this supervisor runs turns for")
-    p.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, or "
-                   "the nearest directory upward holding .chatbox/)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    add_process_args(p)
     return p
 
 
