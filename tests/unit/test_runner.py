@@ -8,13 +8,12 @@ import selectors
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from supervisor.runner import DEFAULT_ALLOW, TurnSpec, allowed_env, run_turn
+from tests.fleet import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -29,16 +28,6 @@ def spec(argv: list[str], **kw) -> TurnSpec:
     kw.setdefault("max_output_bytes", 1 << 20)
     kw.setdefault("kill_grace_seconds", 0.2)
     return TurnSpec(argv=argv, **kw)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; bounded."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def alive(pid: int) -> bool:
@@ -109,7 +98,7 @@ def test_the_wall_cap_kills_the_child_and_its_grandchild():
     assert result.outcome == "timeout"
     assert result.exit_code == -signal.SIGTERM
     grandchild = int(result.output.split()[0])
-    assert wait_for(lambda: not alive(grandchild))
+    wait_for(lambda: not alive(grandchild), timeout=5, what="the grandchild to die")
     assert not alive(result.pid)
 
 
@@ -127,7 +116,7 @@ def test_a_grandchild_holding_the_pipes_is_killed_when_the_child_exits():
     result = run_turn(spec(["sh", "-c", "sleep 100 & echo $!"]))
     assert (result.outcome, result.exit_code) == ("ok", 0)
     grandchild = int(result.output.split()[0])
-    assert wait_for(lambda: not alive(grandchild))
+    wait_for(lambda: not alive(grandchild), timeout=5, what="the grandchild to die")
 
 
 def test_the_output_cap_stops_the_turn_and_keeps_exactly_the_cap():
@@ -257,7 +246,7 @@ def test_a_turn_dies_with_its_supervisor():
         assert alive(child)
         parent.kill()
         parent.wait(timeout=5)
-        assert wait_for(lambda: not alive(child))
+        wait_for(lambda: not alive(child), timeout=5, what="the child to die")
     finally:
         parent.kill()
         parent.wait(timeout=5)
