@@ -2,7 +2,7 @@
 machine it runs on, percentiles, tables, and the baselines every figure is compared with.
 
 A benchmark never touches the user's workspace: ``BenchBroker`` makes a short temporary one
-(ipc socket paths are limited to ~100 bytes), starts ``python -m broker`` on it with a bounded
+(ipc socket paths are limited to ~100 bytes), starts ``python -m chatbox.broker`` on it with a bounded
 wait for the "ready" line, and removes it afterwards. Everything talks over ``ipc://`` only.
 
 ``BenchBroker(probe=True)`` runs the same broker under the timing probe of ``bench/probe.py``
@@ -43,8 +43,8 @@ class BenchBroker:
 
     def __init__(self, *, synchronous: str = "FULL", probe: bool = False, human: str = "bench",
                  channel: str = "#bench", history: int = 0, what_if: tuple[str, ...] = ()):
-        from broker.bootstrap import init_workspace
-        from chatbox.workspace import Workspace
+        from chatbox.broker.bootstrap import init_workspace
+        from chatbox.runtime.workspace import Workspace
 
         self.synchronous = synchronous
         self.root = short_tempdir()
@@ -90,7 +90,7 @@ class BenchBroker:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def client(self, **kw):
-        from bus.client import BusClient
+        from chatbox.bus.client import BusClient
 
         return BusClient(self.endpoints, self.admin_token, **kw)
 
@@ -148,11 +148,11 @@ def prefill(db_path: Path, channel: str, author: str, n: int, chunk: int = 1_000
     The full-text index is fed ``chunk`` rows at a time by the broker's own
     ``broker.store.index_messages`` (it moves the watermark too), so the index has many
     segments, merged by FTS5's automerge as the broker's own index would be."""
-    from broker import channels
-    from broker.context import Ctx, Principal
-    from broker.store import Store, index_messages
-    from bus import wire
-    from bus.client import new_key
+    from chatbox.broker import channels
+    from chatbox.broker.context import Ctx, Principal
+    from chatbox.broker.store import Store, index_messages
+    from chatbox.bus import wire
+    from chatbox.bus.client import new_key
 
     store = Store(db_path)
     try:

@@ -1,8 +1,8 @@
 """Dispatch (issue 3): how fast a post wakes an agent and starts its turn, a fan-out to many
 agents, what an idle fleet costs, and the memory of a supervisor.
 
-Every figure is of real processes from ``tests/fleet.py``: ``python -m broker`` and one
-``python -m supervisor --agent A`` per agent, stub engine, on a temporary workspace, over ipc.
+Every figure is of real processes from ``tests/fleet.py``: ``python -m chatbox.broker`` and one
+``python -m chatbox.supervisor --agent A`` per agent, stub engine, on a temporary workspace, over ipc.
 The run stops by itself: about two minutes with the defaults (more if it waits for quiet).
 
     .venv/bin/python bench/dispatch.py [all|baseline|latency|fanout|idle|memory]
@@ -63,8 +63,8 @@ from bench.dispatch_report import LATENCY_ROWS, PROBE_ROWS, report  # noqa: E402
 from bench.idle import Others, cpu_sample, idle_fleet, memory  # noqa: E402
 from bench.probe import PROBE_FIELDS, broker_argv, read_batches  # noqa: E402
 from bench.turn_baselines import measure_baselines, summary  # noqa: E402
-from bus import wire  # noqa: E402
-from bus.client import BusClient  # noqa: E402
+from chatbox.bus import wire  # noqa: E402
+from chatbox.bus.client import BusClient  # noqa: E402
 from tests.fleet import Fleet, Proc  # noqa: E402
 
 # The default turn budget (30 an hour) would pause an agent of a 200-post run; nothing else
@@ -98,7 +98,7 @@ def start_fleet(agents: list[str], channel: str, *, wake: str, debug: bool,
         extra = ["--log-level", "debug"] if debug else []
         for a in agents:
             fleet.supervisors[a] = Proc(f"supervisor-{a}",
-                                        [sys.executable, "-m", "supervisor", "--agent", a, *extra],
+                                        [sys.executable, "-m", "chatbox.supervisor", "--agent", a, *extra],
                                         fleet.ws, fleet.logs)
         for proc in fleet.supervisors.values():
             proc.wait_log("ready", timeout=120)

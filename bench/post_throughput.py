@@ -1,6 +1,6 @@
 """Durable posts per second through the bus, and the round-trip latency of one post.
 
-Every figure is of a real broker process (``python -m broker --synchronous FULL``) on a temporary
+Every figure is of a real broker process (``python -m chatbox.broker --synchronous FULL``) on a temporary
 workspace, over ``ipc://``, with posts whose reply means "on disk" (group commit: the broker
 commits every batch of queued requests with one fsync before it answers any of them).
 
@@ -43,8 +43,8 @@ from bench.common import (BenchBroker, cpu_seconds, latency_summary, machine,  #
                           wait_for_quiet, zmq_round_trip_baseline)
 from bench.probe import NAMED, PROBE_FIELDS, WHAT_IFS  # noqa: E402
 from bench.pyspy import PySpy  # noqa: E402
-from bus import wire  # noqa: E402
-from bus.client import new_key  # noqa: E402
+from chatbox.bus import wire  # noqa: E402
+from chatbox.bus.client import new_key  # noqa: E402
 
 CHANNEL = "#bench"
 WARMUP = 20
@@ -61,7 +61,7 @@ BODY = ("status from worker {w}: build {i} is green on linux and the bench figur
 def sequential_worker(endpoints, token: str, worker: int, posts: int, seconds: float,
                       barrier, conn) -> None:
     """A BusClient posting one message at a time: ``posts`` of them, or for ``seconds``."""
-    from bus.client import BusClient
+    from chatbox.bus.client import BusClient
 
     client = BusClient(endpoints, token)
     for i in range(WARMUP):

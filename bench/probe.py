@@ -1,9 +1,9 @@
 """A timing probe over the broker's group-commit loop, and the launcher that lays it over
-``python -m broker``.
+``python -m chatbox.broker``.
 
     .venv/bin/python bench/probe.py broker --probe FILE [--what-if cache-64m] -- [broker args]
 
-runs the broker as ``python -m broker`` would, with the probe installed first: every batch of
+runs the broker as ``python -m chatbox.broker`` would, with the probe installed first: every batch of
 the loop is recorded with its size and where its time went (see ``PROBE_FIELDS``), and the
 records are written to FILE as JSON when the broker stops gracefully (SIGINT). The probe wraps
 a few functions of the broker (``Server.process`` and ``Server._drain``, ``Store.write``,
@@ -102,8 +102,8 @@ class Probe:
     def install(self) -> None:
         import contextlib
 
-        from broker import principals, server, store
-        from bus import wire
+        from chatbox.broker import principals, server, store
+        from chatbox.bus import wire
 
         for owner, name in ((server.Server, "process"), (server.Server, "_drain"),
                             (store.Store, "write"), (store.Store, "before_commit"),
@@ -209,7 +209,7 @@ def read_batches(path: Path) -> list[list[float]]:
 
 def _what_if_cache_64m() -> None:
     """A 64 MiB page cache (SQLite's default is 2 MiB)."""
-    from broker import store
+    from chatbox.broker import store
 
     orig_init = store.Store.__init__
 
@@ -228,10 +228,10 @@ WHAT_IFS = {"cache-64m": _what_if_cache_64m}
 
 
 def broker_argv(probe_path: Path | None = None, what_if: tuple[str, ...] = ()) -> list[str]:
-    """The argv that starts a broker (broker arguments follow): plain ``python -m broker``, or
+    """The argv that starts a broker (broker arguments follow): plain ``python -m chatbox.broker``, or
     this file with the probe writing ``probe_path`` and/or ``what_if`` laid over it."""
     if probe_path is None and not what_if:
-        return [sys.executable, "-m", "broker"]
+        return [sys.executable, "-m", "chatbox.broker"]
     argv = [sys.executable, str(Path(__file__).resolve()), "broker"]
     if probe_path is not None:
         argv += ["--probe", str(probe_path)]
@@ -257,7 +257,7 @@ def main(argv: list[str]) -> int:
         probe.install()
     for name in args.what_if:  # over the probe: what they add is timed as part of the batch
         WHAT_IFS[name]()
-    from broker.main import main as broker_main
+    from chatbox.broker.main import main as broker_main
 
     try:
         return broker_main(argv[split + 1:])

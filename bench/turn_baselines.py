@@ -15,7 +15,7 @@ from bench.common import (latency_summary, short_tempdir, sqlite_commit_baseline
 from bench.dispatch_report import (BARE_POPEN, RUNNER_POPEN, STUB_AS_RUN,
                                    STUB_THROUGH_RUNNER)
 from bench.idle import Others, memory, python_rss_baselines
-from bus import wire
+from chatbox.bus import wire
 
 
 def summary(values_s: list[float]) -> dict[str, float]:
@@ -37,7 +37,7 @@ def timed_runs(n: int, fn) -> list[float]:
 def spawn_baselines(n: int = 200) -> dict:
     """How long it takes to start /bin/true: Popen returning (the child has exec'd) through the
     runner and two plain ways, and a whole run with and without setpriv in front."""
-    from supervisor.runner import TurnSpec, run_turn
+    from chatbox.supervisor.runner import TurnSpec, run_turn
 
     pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                  close_fds=True, bufsize=0)
@@ -71,11 +71,11 @@ def spawn_baselines(n: int = 200) -> dict:
 def python_baselines(n: int = 30) -> tuple[dict, str]:
     """A bare ``python -c pass`` with and without site; the stub on a one-message batch, as a
     supervisor runs it (``TurnRunner.build``'s argv, env and stdin). Also returns that argv."""
-    from chatbox.config import AgentConfig
-    from chatbox.workspace import Workspace
-    from guardrails.limits import Limits
-    from supervisor.runner import run_turn
-    from supervisor.turn import TurnRunner
+    from chatbox.runtime.config import AgentConfig
+    from chatbox.runtime.workspace import Workspace
+    from chatbox.guardrails.limits import Limits
+    from chatbox.supervisor.runner import run_turn
+    from chatbox.supervisor.turn import TurnRunner
 
     env = {"PATH": os.environ.get("PATH", "")}
     bare = timed_runs(n, lambda: subprocess.run([sys.executable, "-c", "pass"], env=env,

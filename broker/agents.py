@@ -6,11 +6,11 @@ import json
 
 import msgspec
 
-from bus import wire
-from broker import channels, offsets, principals
-from broker.context import Ctx
-from broker.dispatcher import Dispatcher
-from broker.errors import Forbidden, NotFound
+from chatbox.bus import wire
+from chatbox.broker import channels, offsets, principals
+from chatbox.broker.context import Ctx
+from chatbox.broker.dispatcher import Dispatcher
+from chatbox.broker.errors import Forbidden, NotFound
 
 
 def require_admin(ctx: Ctx, what: str) -> None:

@@ -7,13 +7,13 @@ import os
 import re
 import time
 
-from broker import channels, principals
-from broker.context import Ctx, Principal
-from broker.errors import Conflict, Invalid
-from broker.lock import WorkspaceLock
-from broker.store import Store
-from chatbox.config import EXAMPLE
-from chatbox.workspace import NAME_RE, Workspace, new_token, write_secret
+from chatbox.broker import channels, principals
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.errors import Conflict, Invalid
+from chatbox.broker.lock import WorkspaceLock
+from chatbox.broker.store import Store
+from chatbox.runtime.config import EXAMPLE
+from chatbox.runtime.workspace import NAME_RE, Workspace, new_token, write_secret
 
 
 def default_human() -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 
-from bus import wire
-from broker.context import Ctx, Principal
-from broker.errors import Conflict, Forbidden, Invalid, NotFound
-from broker.principals import get as get_principal
+from chatbox.bus import wire
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.errors import Conflict, Forbidden, Invalid, NotFound
+from chatbox.broker.principals import get as get_principal
 
 CHANNEL_RE = re.compile(r"^#[a-z0-9][a-z0-9_.-]{0,63}$")
 STANDING = (("#general", "Everyone, everything"), ("#dispatch", "Work handed out and reported"),

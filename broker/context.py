@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import apsw
 
-from bus import wire
+from chatbox.bus import wire
 
 
 @dataclass(frozen=True)

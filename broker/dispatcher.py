@@ -16,14 +16,14 @@ from collections.abc import Callable
 
 import structlog
 
-from bus import wire
-from broker import escalations, messages, offsets
-from broker.channels import SYSTEM
-from broker.context import Ctx
-from broker.errors import Conflict, Forbidden, NotFound
-from broker.liveness import Liveness
-from guardrails import AgentHistory, HopBudget, Policy, TurnFacts, Veto
-from guardrails.limits import Limits
+from chatbox.bus import wire
+from chatbox.broker import escalations, messages, offsets
+from chatbox.broker.channels import SYSTEM
+from chatbox.broker.context import Ctx
+from chatbox.broker.errors import Conflict, Forbidden, NotFound
+from chatbox.broker.liveness import Liveness
+from chatbox.guardrails import AgentHistory, HopBudget, Policy, TurnFacts, Veto
+from chatbox.guardrails.limits import Limits
 
 log = structlog.get_logger("dispatcher")
 

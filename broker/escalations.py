@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import structlog
 
-from bus import wire
-from broker import messages
-from broker.channels import SYSTEM
-from broker.context import Ctx, Principal
-from broker.errors import Conflict, Forbidden, Invalid
+from chatbox.bus import wire
+from chatbox.broker import messages
+from chatbox.broker.channels import SYSTEM
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.errors import Conflict, Forbidden, Invalid
 
 log = structlog.get_logger("broker")
 

@@ -13,13 +13,13 @@ import time
 import msgspec
 import structlog
 
-from bus import wire
-from broker import agents, channels, escalations, messages, offsets, principals
-from broker.context import Ctx, Principal
-from broker.dispatcher import Dispatcher
-from broker.errors import BrokerError, Invalid
-from broker.store import Store
-from chatbox.workspace import Workspace, new_token, write_secret
+from chatbox.bus import wire
+from chatbox.broker import agents, channels, escalations, messages, offsets, principals
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.dispatcher import Dispatcher
+from chatbox.broker.errors import BrokerError, Invalid
+from chatbox.broker.store import Store
+from chatbox.runtime.workspace import Workspace, new_token, write_secret
 
 log = structlog.get_logger("broker")
 

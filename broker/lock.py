@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from broker.errors import WorkspaceLocked
+from chatbox.broker.errors import WorkspaceLocked
 
 
 class WorkspaceLock:

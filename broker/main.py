@@ -9,18 +9,18 @@ import time
 
 import structlog
 
-from broker import channels
-from broker.context import Ctx, Principal
-from broker.dispatcher import Dispatcher
-from broker.errors import BrokerError
-from broker.handlers import Handlers
-from broker.lock import WorkspaceLock
-from broker.server import Server
-from broker.store import Store
-from bus.errors import EndpointError
-from chatbox import __version__, logs
-from chatbox.config import ConfigError, ConfigSource
-from chatbox.workspace import Workspace, WorkspaceError, add_process_args
+from chatbox.broker import channels
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.dispatcher import Dispatcher
+from chatbox.broker.errors import BrokerError
+from chatbox.broker.handlers import Handlers
+from chatbox.broker.lock import WorkspaceLock
+from chatbox.broker.server import Server
+from chatbox.broker.store import Store
+from chatbox.bus.errors import EndpointError
+from chatbox.runtime import __version__, logs
+from chatbox.runtime.config import ConfigError, ConfigSource
+from chatbox.runtime.workspace import Workspace, WorkspaceError, add_process_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

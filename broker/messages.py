@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 
-from bus import wire
-from broker import channels
-from broker.context import Ctx
-from broker.errors import Forbidden, Invalid, NotFound, TooLarge
-from broker.store import index_messages
+from chatbox.bus import wire
+from chatbox.broker import channels
+from chatbox.broker.context import Ctx
+from chatbox.broker.errors import Forbidden, Invalid, NotFound, TooLarge
+from chatbox.broker.store import index_messages
 
 MAX_BODY = 64 * 1024
 MAX_TITLE = 200

@@ -6,11 +6,11 @@ that principal (by a read, an inbox, or a turn's batch). The log plus the offset
 
 from __future__ import annotations
 
-from bus import wire
-from broker import channels
-from broker.context import Ctx
-from broker.errors import Forbidden, Invalid
-from broker.messages import COLUMNS, check_limit, mark_delivered, to_wire
+from chatbox.bus import wire
+from chatbox.broker import channels
+from chatbox.broker.context import Ctx
+from chatbox.broker.errors import Forbidden, Invalid
+from chatbox.broker.messages import COLUMNS, check_limit, mark_delivered, to_wire
 
 _M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
 

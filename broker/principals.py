@@ -7,9 +7,9 @@ import time
 
 import apsw
 
-from broker.context import Principal
-from broker.errors import Conflict, Invalid, NotFound, Unauthorized
-from chatbox.workspace import NAME_RE
+from chatbox.broker.context import Principal
+from chatbox.broker.errors import Conflict, Invalid, NotFound, Unauthorized
+from chatbox.runtime.workspace import NAME_RE
 
 
 def token_hash(token: str) -> str:

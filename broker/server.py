@@ -16,10 +16,10 @@ import apsw
 import structlog
 import zmq
 
-from bus import wire
-from bus.client import configure
-from bus.endpoints import Endpoints, check, ipc_path
-from broker.handlers import Handlers, _error, _salvage_rid
+from chatbox.bus import wire
+from chatbox.bus.client import configure
+from chatbox.bus.endpoints import Endpoints, check, ipc_path
+from chatbox.broker.handlers import Handlers, _error, _salvage_rid
 
 log = structlog.get_logger("broker")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import apsw
 import apsw.bestpractice
 
-from broker.errors import StoreError
+from chatbox.broker.errors import StoreError
 
 # Each migration takes the schema from version i to i+1. Never edit one that has shipped.
 MIGRATIONS: list[str] = [

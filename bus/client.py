@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import tenacity
 import zmq
 
-from bus import wire
-from bus.endpoints import Endpoints, ipc_path
-from bus.errors import ProtocolError, Refused, Unauthorized, Unreachable
+from chatbox.bus import wire
+from chatbox.bus.endpoints import Endpoints, ipc_path
+from chatbox.bus.errors import ProtocolError, Refused, Unauthorized, Unreachable
 
 
 def new_key() -> str:

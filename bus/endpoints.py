@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from bus.errors import EndpointError
+from chatbox.bus.errors import EndpointError
 
 # sun_path is 108 bytes on Linux, 104 on macOS; libzmq needs the terminating NUL.
 _MAX_IPC_PATH = 103

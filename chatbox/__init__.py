@@ -1,1 +1,1 @@
-__version__ = "0.1.0"
+"""ChatBox. The distribution's one import namespace; this package itself holds the clients (cli, mcp, demo)."""

@@ -1,5 +1,5 @@
 import sys
 
-from chatbox.cli import main
+from chatbox.cli.main import main
 
 sys.exit(main())

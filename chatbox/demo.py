@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bus import wire
-from bus.client import BusClient
-from chatbox.workspace import Workspace
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.runtime.workspace import Workspace
 
 CONFIG = """\
 [limits]
@@ -69,13 +69,13 @@ class Demo:
         self.say(name, f"started (pid {proc.pid})")
 
     def run(self) -> int:
-        from broker.bootstrap import init_workspace
+        from chatbox.broker.bootstrap import init_workspace
 
         self.logs.mkdir()
         token = init_workspace(self.ws, "you")
         self.ws.config_path.write_text(CONFIG, encoding="utf-8")
         self.say("demo", f"workspace {self.root}")
-        self.spawn("broker", [sys.executable, "-m", "broker"])
+        self.spawn("broker", [sys.executable, "-m", "chatbox.broker"])
         admin = BusClient(self.ws.endpoints(), token)
         admin.call(wire.AddAgent(name="echo", subscribe=["#general"], wake="all", engine="stub"))
         admin.call(wire.AddAgent(name="scribe", subscribe=["#general"], wake="mentions",
@@ -85,7 +85,7 @@ class Demo:
         admin.subscribe([wire.channel_topic("#general"), wire.agent_topic("echo"),
                          wire.agent_topic("scribe")])
         for agent in ("echo", "scribe"):
-            self.spawn(agent, [sys.executable, "-m", "supervisor", "--agent", agent])
+            self.spawn(agent, [sys.executable, "-m", "chatbox.supervisor", "--agent", agent])
 
         self.say("demo", "— act one: a question for everyone —")
         admin.call(wire.Post(channel="#general", body="Morning! @scribe please take notes. "

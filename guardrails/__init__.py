@@ -5,17 +5,17 @@ Guardrails are middleware: small classes with documented no-op hooks that raise 
 They do no I/O and read no clock; the broker hands them facts and the time.
 """
 
-from guardrails.base import Guardrail
-from guardrails.errors import GuardrailError, InvalidLimits, Veto
-from guardrails.facts import AgentHistory, MessageFacts, TurnFacts
-from guardrails.failures import FAILURE_OUTCOMES, FailureCircuit, is_failure
-from guardrails.giveup import GiveUpDetector
-from guardrails.hops import HopBudget
-from guardrails.limits import Limits
-from guardrails.livelock import LivelockDetector, is_near_duplicate, similarity
-from guardrails.policy import DEFAULT_GUARDRAILS, Policy
-from guardrails.text import normalise
-from guardrails.turns import WINDOW_SECONDS, TurnBudget
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.errors import GuardrailError, InvalidLimits, Veto
+from chatbox.guardrails.facts import AgentHistory, MessageFacts, TurnFacts
+from chatbox.guardrails.failures import FAILURE_OUTCOMES, FailureCircuit, is_failure
+from chatbox.guardrails.giveup import GiveUpDetector
+from chatbox.guardrails.hops import HopBudget
+from chatbox.guardrails.limits import Limits
+from chatbox.guardrails.livelock import LivelockDetector, is_near_duplicate, similarity
+from chatbox.guardrails.policy import DEFAULT_GUARDRAILS, Policy
+from chatbox.guardrails.text import normalise
+from chatbox.guardrails.turns import WINDOW_SECONDS, TurnBudget
 
 __all__ = [
     "DEFAULT_GUARDRAILS",

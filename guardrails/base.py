@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
-from guardrails.errors import Veto
-from guardrails.facts import AgentHistory, MessageFacts, TurnFacts
-from guardrails.limits import Limits
+from chatbox.guardrails.errors import Veto
+from chatbox.guardrails.facts import AgentHistory, MessageFacts, TurnFacts
+from chatbox.guardrails.limits import Limits
 
 
 class Guardrail:

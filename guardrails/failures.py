@@ -7,8 +7,8 @@ stopped (``livelock``, ``gave_up``, ``vetoed``) is not a failure of the agent's 
 
 from __future__ import annotations
 
-from guardrails.base import Guardrail
-from guardrails.facts import AgentHistory, TurnFacts
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.facts import AgentHistory, TurnFacts
 
 FAILURE_OUTCOMES: frozenset[str] = frozenset({"failed", "timeout", "lost"})
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import re
 
-from guardrails.base import Guardrail
-from guardrails.facts import AgentHistory, TurnFacts
-from guardrails.limits import Limits
-from guardrails.text import excerpt, normalise
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.facts import AgentHistory, TurnFacts
+from chatbox.guardrails.limits import Limits
+from chatbox.guardrails.text import excerpt, normalise
 
 _QUOTED = re.compile(
     r"```.*?(?:```|\Z)|`[^`\n]*`|\"[^\"\n]{0,400}\"|“[^”\n]{0,400}”|«[^»\n]{0,400}»|^[ \t]*>.*$",

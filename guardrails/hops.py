@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from guardrails.base import Guardrail
-from guardrails.facts import MessageFacts
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.facts import MessageFacts
 
 
 class HopBudget(Guardrail):

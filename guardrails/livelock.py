@@ -22,9 +22,9 @@ from __future__ import annotations
 from difflib import SequenceMatcher
 from itertools import combinations
 
-from guardrails.base import Guardrail
-from guardrails.facts import AgentHistory, TurnFacts
-from guardrails.text import excerpt, normalise
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.facts import AgentHistory, TurnFacts
+from chatbox.guardrails.text import excerpt, normalise
 
 __all__ = ["MAX_COMPARE_CHARS", "LivelockDetector", "is_near_duplicate", "normalise", "similarity"]
 

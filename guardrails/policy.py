@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from guardrails.base import Guardrail
-from guardrails.errors import InvalidLimits
-from guardrails.facts import AgentHistory, MessageFacts, TurnFacts
-from guardrails.failures import FailureCircuit, is_failure
-from guardrails.giveup import GiveUpDetector
-from guardrails.hops import HopBudget
-from guardrails.limits import Limits
-from guardrails.livelock import LivelockDetector
-from guardrails.turns import TurnBudget
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.errors import InvalidLimits
+from chatbox.guardrails.facts import AgentHistory, MessageFacts, TurnFacts
+from chatbox.guardrails.failures import FailureCircuit, is_failure
+from chatbox.guardrails.giveup import GiveUpDetector
+from chatbox.guardrails.hops import HopBudget
+from chatbox.guardrails.limits import Limits
+from chatbox.guardrails.livelock import LivelockDetector
+from chatbox.guardrails.turns import TurnBudget
 
 #: The guardrails a policy runs unless told otherwise, in order. After a turn, the failure
 #: circuit speaks first (the process's fate is a plain fact), then give-up (the agent's own

@@ -6,8 +6,8 @@ budget the turn is refused; the broker pauses the agent and asks a human.
 
 from __future__ import annotations
 
-from guardrails.base import Guardrail
-from guardrails.facts import AgentHistory
+from chatbox.guardrails.base import Guardrail
+from chatbox.guardrails.facts import AgentHistory
 
 #: The width of the sliding window, in seconds.
 WINDOW_SECONDS = 3600.0

@@ -29,7 +29,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 
-from supervisor.errors import EngineError
+from chatbox.supervisor.errors import EngineError
 
 ENGINES = ("stub", "command", "claude", "codex", "gemini", "kimi")
 STUB_BEHAVIOURS = ("reply", "fail", "hang", "repeat", "give-up")

@@ -21,14 +21,14 @@ import structlog
 import zmq
 import zmq.utils.monitor
 
-from bus import wire
-from bus.client import BusClient
-from bus.errors import BusError, Refused, Unauthorized, Unreachable
-from chatbox import logs
-from chatbox.config import AgentConfig, ConfigError, load
-from chatbox.workspace import Workspace, WorkspaceError, add_process_args
-from guardrails.limits import Limits
-from supervisor.turn import TurnRunner
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.bus.errors import BusError, Refused, Unauthorized, Unreachable
+from chatbox.runtime import logs
+from chatbox.runtime.config import AgentConfig, ConfigError, load
+from chatbox.runtime.workspace import Workspace, WorkspaceError, add_process_args
+from chatbox.guardrails.limits import Limits
+from chatbox.supervisor.turn import TurnRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 

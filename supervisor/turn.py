@@ -9,14 +9,14 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
-from bus import wire
-from chatbox.config import AgentConfig
-from chatbox.workspace import Workspace
-from guardrails.limits import Limits
-from supervisor import engines
-from supervisor.errors import SupervisorError
-from supervisor.prompt import render_prompt
-from supervisor.runner import TurnSpec, allowed_env, run_turn
+from chatbox.bus import wire
+from chatbox.runtime.config import AgentConfig
+from chatbox.runtime.workspace import Workspace
+from chatbox.guardrails.limits import Limits
+from chatbox.supervisor import engines
+from chatbox.supervisor.errors import SupervisorError
+from chatbox.supervisor.prompt import render_prompt
+from chatbox.supervisor.runner import TurnSpec, allowed_env, run_turn
 
 log = structlog.get_logger("supervisor")
 

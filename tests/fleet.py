@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bus import wire
-from bus.client import BusClient
-from chatbox.workspace import Workspace
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.runtime.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ class Fleet:
     """A workspace with a broker and any number of supervisors, all real processes."""
 
     def __init__(self, root: Path | None = None, human: str = "alice"):
-        from broker.bootstrap import init_workspace
+        from chatbox.broker.bootstrap import init_workspace
 
         self.root = root or short_tempdir()
         self.ws = Workspace(self.root)
@@ -130,7 +130,7 @@ class Fleet:
     # ------------------------------------------------------------------ processes
     def start_broker(self) -> Proc:
         self._starts += 1
-        self.broker = Proc(f"broker{self._starts}", [sys.executable, "-m", "broker"], self.ws,
+        self.broker = Proc(f"broker{self._starts}", [sys.executable, "-m", "chatbox.broker"], self.ws,
                            self.logs)
         self.broker.wait_log("ready")
         return self.broker
@@ -141,7 +141,7 @@ class Fleet:
 
     def start_supervisor(self, agent: str, *extra: str) -> Proc:
         n = sum(1 for k in self.supervisors if k.startswith(agent))
-        proc = Proc(f"supervisor-{agent}-{n}", [sys.executable, "-m", "supervisor", "--agent",
+        proc = Proc(f"supervisor-{agent}-{n}", [sys.executable, "-m", "chatbox.supervisor", "--agent",
                                                agent, *extra], self.ws, self.logs)
         self.supervisors[f"{agent}#{n}"] = proc
         proc.wait_log("ready")

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from bus import wire
-from bus.errors import Refused
+from chatbox.bus import wire
+from chatbox.bus.errors import Refused
 from tests.fleet import Fleet, wait_for
 
 

@@ -15,10 +15,10 @@ import msgspec
 import pytest
 import zmq
 
-from bus import wire
-from bus.client import BusClient
-from bus.endpoints import ipc_path
-from bus.errors import Unreachable
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.bus.endpoints import ipc_path
+from chatbox.bus.errors import Unreachable
 from tests.fleet import ROOT, child_env, wait_for
 
 
@@ -40,9 +40,9 @@ def test_a_post_from_another_process_is_seen_by_this_one(fleet):
     """DESIGN §1: every process talks to the broker through the one bus client."""
     script = textwrap.dedent("""
         import sys
-        from bus import wire
-        from bus.client import BusClient
-        from chatbox.workspace import Workspace
+        from chatbox.bus import wire
+        from chatbox.bus.client import BusClient
+        from chatbox.runtime.workspace import Workspace
         ws = Workspace.find()
         with BusClient(ws.endpoints(), ws.read_token(ws.admin_token_path)) as c:
             msg = c.call(wire.Post(channel="#general", body="from a child")).message
@@ -79,9 +79,9 @@ def test_a_supervisor_process_that_dies_mid_turn_loses_its_turn(fleet):
     posted = fleet.post("#general", "work for kim")
     script = textwrap.dedent("""
         import os, socket
-        from bus import wire
-        from bus.client import BusClient
-        from chatbox.workspace import Workspace
+        from chatbox.bus import wire
+        from chatbox.bus.client import BusClient
+        from chatbox.runtime.workspace import Workspace
         ws = Workspace.find()
         with BusClient(ws.endpoints(), ws.read_token(ws.agent_token_path("kim"))) as c:
             hello = c.call(wire.Hello(agent="kim", supervisor="doomed", pid=os.getpid(),
@@ -127,7 +127,7 @@ def test_a_restart_keeps_every_message_and_every_offset(fleet):
 
 def test_a_second_broker_on_the_same_workspace_exits_at_once(fleet):
     """DESIGN §1: one broker per workspace; a second names the lock, the first keeps serving."""
-    out = subprocess.run([sys.executable, "-m", "broker"], env=child_env(fleet.ws), cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "chatbox.broker"], env=child_env(fleet.ws), cwd=ROOT,
                          capture_output=True, text=True, encoding="utf-8", timeout=30)
     assert out.returncode != 0
     assert "another broker" in out.stderr
@@ -141,7 +141,7 @@ def test_a_broker_in_an_uninitialised_directory_exits_naming_the_fix(tmp_path):
     """DESIGN §6: every error is one clear line on stderr; exit 1 when refused or failed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOX_")}
     env |= {"CHATBOX_WORKSPACE": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "broker"], env=env, cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", "chatbox.broker"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, encoding="utf-8", timeout=30)
     assert out.returncode == 1
     assert "chatbox init" in out.stderr
@@ -152,7 +152,7 @@ def test_a_broker_refuses_a_non_loopback_tcp_bind_without_curve(bare_fleet):
     """DESIGN §7: over tcp:// CurveZMQ is mandatory; a non-loopback bind without it is refused."""
     bare_fleet.write_config('[bus]\nrequest = "tcp://0.0.0.0:45710"\n'
                             'events = "tcp://0.0.0.0:45711"\n')
-    out = subprocess.run([sys.executable, "-m", "broker"], env=child_env(bare_fleet.ws),
+    out = subprocess.run([sys.executable, "-m", "chatbox.broker"], env=child_env(bare_fleet.ws),
                          cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=30)
     assert out.returncode == 1
     assert "CurveZMQ" in out.stderr and "0.0.0.0" in out.stderr

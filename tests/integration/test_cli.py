@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bus import wire
-from chatbox.workspace import Workspace
+from chatbox.bus import wire
+from chatbox.runtime.workspace import Workspace
 from tests.fleet import child_env, short_tempdir, wait_for
 
 MESSAGE_KEYS = ["seq", "channel", "author", "kind", "title", "body", "in_reply_to", "chain",

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from broker import messages
-from broker.context import Ctx, Principal
-from broker.store import Store
-from bus import wire
+from chatbox.broker import messages
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.store import Store
+from chatbox.bus import wire
 from tests.fleet import Fleet, child_env, wait_for
 
 
@@ -165,7 +165,7 @@ def test_a_second_supervisor_for_the_same_agent_is_refused(fleet):
     fleet.write_config(stub_config(solo="reply"))
     fleet.add_agent("solo", "#general")
     fleet.start_supervisor("solo")
-    second = subprocess.run([sys.executable, "-m", "supervisor", "--agent", "solo"],
+    second = subprocess.run([sys.executable, "-m", "chatbox.supervisor", "--agent", "solo"],
                             env=child_env(fleet.ws), cwd=fleet.root, capture_output=True,
                             text=True, timeout=20)
     assert second.returncode == 1

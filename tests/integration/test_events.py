@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bus import wire
+from chatbox.bus import wire
 
 
 def test_a_synced_subscriber_receives_the_very_next_post(fleet):

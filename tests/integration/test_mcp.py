@@ -17,8 +17,8 @@ import anyio.to_thread
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from bus import wire
-from chatbox.mcp_tools import CORE
+from chatbox.bus import wire
+from chatbox.mcp.tools import CORE
 from tests.fleet import child_env, wait_for
 
 CALL_TIMEOUT = 70.0  # above the 60 s cap of listen/wait
@@ -29,7 +29,7 @@ ALL_TOOLS = {"hello", "chat", "start_post", "reply", "get_post", "listen", "subs
 
 
 def server_argv(agent: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "chatbox.mcp_server", "--agent", agent, *extra]
+    return [sys.executable, "-m", "chatbox.mcp.server", "--agent", agent, *extra]
 
 
 class Agent:

@@ -15,15 +15,15 @@ import time
 
 import pytest
 
-from broker import channels
-from broker.bootstrap import init_workspace
-from broker.context import Ctx, Principal
-from broker.dispatcher import Dispatcher
-from broker.handlers import Handlers
-from broker.store import Store
-from bus import wire
-from chatbox.workspace import Workspace
-from guardrails.limits import Limits
+from chatbox.broker import channels
+from chatbox.broker.bootstrap import init_workspace
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.dispatcher import Dispatcher
+from chatbox.broker.handlers import Handlers
+from chatbox.broker.store import Store
+from chatbox.bus import wire
+from chatbox.runtime.workspace import Workspace
+from chatbox.guardrails.limits import Limits
 
 
 class Refusal(AssertionError):

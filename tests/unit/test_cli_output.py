@@ -8,8 +8,8 @@ import unicodedata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus import wire
-from chatbox.cli_output import (AGENT_FIELDS, MESSAGE_FIELDS, agent_obj, json_line, message_line,
+from chatbox.bus import wire
+from chatbox.cli.output import (AGENT_FIELDS, MESSAGE_FIELDS, agent_obj, json_line, message_line,
                                 message_obj, safe_block, safe_line)
 
 

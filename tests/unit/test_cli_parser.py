@@ -6,8 +6,8 @@ import tomllib
 
 import pytest
 
-from chatbox.cli import EXIT_USAGE, _split_delegated, main
-from chatbox.cli_agents import append_agent_section
+from chatbox.cli.main import EXIT_USAGE, _split_delegated, main
+from chatbox.cli.agents import append_agent_section
 
 
 def test_a_usage_error_exits_2_with_one_line(capsys):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from chatbox.config import EXAMPLE, ConfigError, ConfigSource, load
+from chatbox.runtime.config import EXAMPLE, ConfigError, ConfigSource, load
 
 
 def write(tmp_path, text: str):

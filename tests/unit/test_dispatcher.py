@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from bus import wire
+from chatbox.bus import wire
 from tests.unit.conftest import Hub
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from broker.messages import MAX_BODY
-from bus import wire
+from chatbox.broker.messages import MAX_BODY
+from chatbox.bus import wire
 
 # --------------------------------------------------------------------------- names and bounds
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import engines
-from supervisor.errors import EngineError, SupervisorError
+from chatbox.supervisor import engines
+from chatbox.supervisor.errors import EngineError, SupervisorError
 
 MCP = ["/venv/bin/chatbox", "mcp", "--agent", "kimi", "--workspace", "/ws"]
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrails import AgentHistory, FailureCircuit, Limits, Policy, TurnFacts, Veto, is_failure
+from chatbox.guardrails import AgentHistory, FailureCircuit, Limits, Policy, TurnFacts, Veto, is_failure
 
 OUTCOMES = ["ok", "failed", "timeout", "livelock", "gave_up", "lost", "vetoed"]
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrails import AgentHistory, GiveUpDetector, Limits, TurnFacts, Veto
+from chatbox.guardrails import AgentHistory, GiveUpDetector, Limits, TurnFacts, Veto
 
 DETECTOR = GiveUpDetector(Limits())
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrails import HopBudget, Limits, MessageFacts, Veto
+from chatbox.guardrails import HopBudget, Limits, MessageFacts, Veto
 
 
 def message(hop: int, chain: int = 7) -> MessageFacts:

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrails import AgentHistory, Limits, LivelockDetector, TurnFacts, Veto
-from guardrails.livelock import MAX_COMPARE_CHARS, is_near_duplicate, normalise, similarity
+from chatbox.guardrails import AgentHistory, Limits, LivelockDetector, TurnFacts, Veto
+from chatbox.guardrails.livelock import MAX_COMPARE_CHARS, is_near_duplicate, normalise, similarity
 
 
 def turn(output: str) -> TurnFacts:

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrails import AgentHistory, Limits, TurnBudget, Veto
+from chatbox.guardrails import AgentHistory, Limits, TurnBudget, Veto
 
 NOW = 1_700_000_000.0
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bus import wire
-from bus.endpoints import Endpoints
-from bus.errors import Refused, Unauthorized
-from chatbox.mcp_adapter import Adapter
-from chatbox.mcp_tools import ToolError
+from chatbox.bus import wire
+from chatbox.bus.endpoints import Endpoints
+from chatbox.bus.errors import Refused, Unauthorized
+from chatbox.mcp.adapter import Adapter
+from chatbox.mcp.tools import ToolError
 
 
 class HubBus:

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from chatbox import mcp_server
+from chatbox.mcp import server as mcp_server
 from tests.fleet import ROOT
 
 DOC = (ROOT / "docs" / "MCP.md").read_text(encoding="utf-8")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bus import wire
-from chatbox import mcp_views as views
-from chatbox.mcp_tools import BY_NAME, CORE, TOOLS, ToolError, take_legacy, validate
+from chatbox.bus import wire
+from chatbox.mcp import views
+from chatbox.mcp.tools import BY_NAME, CORE, TOOLS, ToolError, take_legacy, validate
 
 DESIGN_TOOLS = {"hello", "chat", "start_post", "reply", "get_post", "listen", "subscribe",
                 "unsubscribe", "rooms", "approve", "deny", "pin_post", "unpin_post",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from bus import wire
-from supervisor.prompt import fence, render_prompt
+from chatbox.bus import wire
+from chatbox.supervisor.prompt import fence, render_prompt
 
 
 class Msg(msgspec.Struct, kw_only=True):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.runner import DEFAULT_ALLOW, TurnSpec, allowed_env, run_turn
+from chatbox.supervisor.runner import DEFAULT_ALLOW, TurnSpec, allowed_env, run_turn
 from tests.fleet import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import apsw
 import pytest
 
-from broker.errors import StoreError
-from broker.store import FTS_CHUNK, REQUEST_TTL, SCHEMA_VERSION, Store
-from bus import wire
+from chatbox.broker.errors import StoreError
+from chatbox.broker.store import FTS_CHUNK, REQUEST_TTL, SCHEMA_VERSION, Store
+from chatbox.bus import wire
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import engines
+from chatbox.supervisor import engines
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = {"agent": "echo", "turn": 7,
@@ -18,7 +18,7 @@ BATCH = {"agent": "echo", "turn": 7,
 
 def stub(*args: str, batch: object = BATCH, timeout: float = 10.0) -> subprocess.CompletedProcess:
     """Run the stub once with ``batch`` on stdin; bounded by ``timeout``."""
-    return subprocess.run([sys.executable, "-m", "supervisor.stub", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "chatbox.supervisor.stub", *args], cwd=ROOT,
                           input=json.dumps(batch), capture_output=True, text=True,
                           encoding="utf-8", timeout=timeout)
 

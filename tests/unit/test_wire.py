@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import zmq
 
-from bus import wire
+from chatbox.bus import wire
 
 MSG = wire.Message(seq=7, channel="#general", author="kim", kind="reply", body="hi @bob",
                    title=None, type="note", tier=0, in_reply_to=3, mentions=["bob"], chain=3,

@@ -16,13 +16,13 @@ import time
 
 import structlog
 
-from bus import wire
-from bus.client import BusClient
-from bus.endpoints import Endpoints
-from bus.errors import BusError, Refused, Unauthorized, Unreachable
-from chatbox import mcp_views as views
-from chatbox.mcp_events import EventHub
-from chatbox.mcp_tools import BY_NAME, TOOLSETS, ToolError, take_legacy, validate
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.bus.endpoints import Endpoints
+from chatbox.bus.errors import BusError, Refused, Unauthorized, Unreachable
+from chatbox.mcp import views
+from chatbox.mcp.events import EventHub
+from chatbox.mcp.tools import BY_NAME, TOOLSETS, ToolError, take_legacy, validate
 
 log = structlog.get_logger("mcp")
 

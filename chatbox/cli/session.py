@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-from bus.client import BusClient
-from bus.endpoints import Endpoints
-from chatbox.config import load
-from chatbox.workspace import NAME_RE, Workspace, WorkspaceError
+from chatbox.bus.client import BusClient
+from chatbox.bus.endpoints import Endpoints
+from chatbox.runtime.config import load
+from chatbox.runtime.workspace import NAME_RE, Workspace, WorkspaceError
 
 ATTEMPT_TIMEOUT = 2.0
 DEADLINE = 3.0

@@ -13,10 +13,10 @@ import sys
 import tomllib
 from pathlib import Path
 
-from bus import wire
-from chatbox.cli_output import (agent_details, agent_line, agent_obj, channel_line, json_line,
+from chatbox.bus import wire
+from chatbox.cli.output import (agent_details, agent_line, agent_obj, channel_line, json_line,
                                 plain, safe_line)
-from chatbox.cli_session import Failed, Session
+from chatbox.cli.session import Failed, Session
 
 ENGINES = ("stub", "command", "claude", "kimi", "codex", "gemini")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")

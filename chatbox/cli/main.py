@@ -16,15 +16,15 @@ import os
 import sys
 from collections.abc import Callable
 
-from bus import wire
-from bus.errors import BusError, ProtocolError, Refused, Unauthorized, Unreachable
-from chatbox import __version__
-from chatbox.cli_agents import add_parsers as add_agent_parsers
-from chatbox.cli_messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
-from chatbox.cli_output import agent_line, agent_obj, json_line, plain, when
-from chatbox.cli_session import Failed, Session, UsageError
-from chatbox.config import ConfigError
-from chatbox.workspace import Workspace, WorkspaceError
+from chatbox.bus import wire
+from chatbox.bus.errors import BusError, ProtocolError, Refused, Unauthorized, Unreachable
+from chatbox.runtime import __version__
+from chatbox.cli.agents import add_parsers as add_agent_parsers
+from chatbox.cli.messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
+from chatbox.cli.output import agent_line, agent_obj, json_line, plain, when
+from chatbox.cli.session import Failed, Session, UsageError
+from chatbox.runtime.config import ConfigError
+from chatbox.runtime.workspace import Workspace, WorkspaceError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,8 +45,8 @@ def err(text: str) -> None:
 # --------------------------------------------------------------------------- init and status
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from broker.bootstrap import default_human, init_workspace  # the CLI's only DB access
-    from broker.errors import BrokerError
+    from chatbox.broker.bootstrap import default_human, init_workspace  # the CLI's only DB access
+    from chatbox.broker.errors import BrokerError
 
     root = getattr(args, "workspace", None) or os.environ.get("CHATBOX_WORKSPACE") \
         or os.environ.get("AGENTCHAT_WORKSPACE") or os.getcwd()
@@ -109,16 +109,16 @@ def _delegate(command: str, argv: list[str], workspace: str | None) -> int:
     if workspace:
         os.environ["CHATBOX_WORKSPACE"] = workspace
     if command == "broker":
-        from broker.main import main as run
+        from chatbox.broker.main import main as run
     elif command == "demo":
         from chatbox.demo import main as run
     else:
         try:
-            from chatbox.mcp_server import main as run
+            from chatbox.mcp.server import main as run
         except ModuleNotFoundError as exc:
-            if exc.name != "chatbox.mcp_server":
+            if exc.name != "chatbox.mcp.server":
                 raise
-            err("`chatbox mcp` is not available in this build (no chatbox.mcp_server module)")
+            err("`chatbox mcp` is not available in this build (no chatbox.mcp.server module)")
             return EXIT_FAILED
     return run(argv)
 

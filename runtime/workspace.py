@@ -11,7 +11,7 @@ import re
 import secrets
 from pathlib import Path
 
-from bus.endpoints import Endpoints, default_endpoints
+from chatbox.bus.endpoints import Endpoints, default_endpoints
 
 DATA_DIR = ".chatbox"
 CONFIG_FILE = "chatbox.toml"

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from bus import wire
+from chatbox.bus import wire
 
 DIGEST_CHARS = 280
 HEADLINE_CHARS = 120

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from guardrails.limits import Limits
+from chatbox.guardrails.limits import Limits
 
 Engine = Literal["stub", "command", "claude", "kimi", "codex", "gemini"]
 Behaviour = Literal["reply", "fail", "hang", "repeat", "give-up"]

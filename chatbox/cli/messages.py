@@ -12,11 +12,11 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from bus import wire
-from bus.client import BusClient
-from chatbox.cli_output import json_line, message_line, message_obj
-from chatbox.cli_session import DEADLINE, Failed, Session, UsageError
-from chatbox.workspace import turn_from_env
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.cli.output import json_line, message_line, message_obj
+from chatbox.cli.session import DEADLINE, Failed, Session, UsageError
+from chatbox.runtime.workspace import turn_from_env
 
 PAGE = 1000
 SNAPSHOT_SINCE = 2**62  # a Read past every seq: no messages, just the channel's last seq

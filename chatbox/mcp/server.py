@@ -25,12 +25,12 @@ import structlog
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from bus.errors import Refused
-from chatbox import logs, workspace
-from chatbox.config import ConfigError, load
-from chatbox.mcp_adapter import Adapter
-from chatbox.mcp_tools import TOOLS, TOOLSETS, ToolError
-from chatbox.workspace import NAME_RE, Workspace, WorkspaceError
+from chatbox.bus.errors import Refused
+from chatbox.runtime import logs, workspace
+from chatbox.runtime.config import ConfigError, load
+from chatbox.mcp.adapter import Adapter
+from chatbox.mcp.tools import TOOLS, TOOLSETS, ToolError
+from chatbox.runtime.workspace import NAME_RE, Workspace, WorkspaceError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from bus import wire
+from chatbox.bus import wire
 
 MESSAGE_FIELDS = ("seq", "channel", "author", "kind", "title", "body", "in_reply_to", "chain",
                   "hop", "tier", "status", "pinned", "turn", "created_at")

@@ -18,10 +18,10 @@ from collections.abc import Iterable
 import structlog
 import zmq
 
-from bus import wire
-from bus.client import BusClient
-from bus.endpoints import Endpoints
-from bus.errors import BusError
+from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.bus.endpoints import Endpoints
+from chatbox.bus.errors import BusError
 
 log = structlog.get_logger("mcp")
 
