@@ -11,7 +11,7 @@ The run stops by itself: about two minutes with the defaults (more if it waits f
         [--json FILE]
 
     baseline  same machine, same run: how long Popen takes to return for /bin/true — through
-              the runner (``run_turn``: setpriv, no preexec_fn), bare (vfork), with a
+              the runner (``run_capped``: setpriv, no preexec_fn), bare (vfork), with a
               preexec_fn (fork) — and what setpriv's extra exec adds to a run; ``python -c
               pass`` with and without site; the stub with a one-message batch (the exact argv,
               env and stdin a supervisor gives it); one SQLite commit, one ZeroMQ round trip;

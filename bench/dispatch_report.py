@@ -13,8 +13,8 @@ TARGET_IDLE_S_PER_MIN = 0.05
 MS = 1e3
 
 STUB_AS_RUN = "the stub, 1-message batch, as a supervisor runs it (its argv, env, stdin)"
-STUB_THROUGH_RUNNER = "the same through the runner (run_turn: start to end)"
-RUNNER_POPEN = "run_turn of /bin/true: call -> on_start (Popen of setpriv returned)"
+STUB_THROUGH_RUNNER = "the same through the runner (run_capped: start to end)"
+RUNNER_POPEN = "run_capped of /bin/true: call -> on_start (Popen of setpriv returned)"
 BARE_POPEN = "Popen of /bin/true returns: own session, no preexec_fn (vfork)"
 
 LATENCY_ROWS = [
@@ -99,9 +99,9 @@ def ratios_section(s: dict, b: dict) -> list[str]:
          s["e2e"]["p50"] - s["stub"]["p50"]],
         ["stub alone p50 ÷ python -I -S -c pass p50", stub["p50"] /
          b["python"]["python -I -S -c pass"]["p50"]],
-        ["turn_start -> turn_spawned p50 ÷ run_turn's Popen p50", s["spawn"]["p50"] /
+        ["turn_start -> turn_spawned p50 ÷ run_capped's Popen p50", s["spawn"]["p50"] /
          runner_pop["p50"]],
-        ["run_turn's Popen p50 ÷ bare Popen without preexec_fn p50", runner_pop["p50"] /
+        ["run_capped's Popen p50 ÷ bare Popen without preexec_fn p50", runner_pop["p50"] /
          bare_pop["p50"]],
         ["created_at -> wake p50 ÷ one SQLite commit", s["wake"]["p50"] /
          b["sqlite_commit_ms"]],

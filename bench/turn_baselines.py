@@ -37,7 +37,7 @@ def timed_runs(n: int, fn) -> list[float]:
 def spawn_baselines(n: int = 200) -> dict:
     """How long it takes to start /bin/true: Popen returning (the child has exec'd) through the
     runner and two plain ways, and a whole run with and without setpriv in front."""
-    from chatbox.supervisor.runner import TurnSpec, run_turn
+    from chatbox.supervisor.capped import TurnSpec, run_capped
 
     pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                  close_fds=True, bufsize=0)
@@ -50,7 +50,7 @@ def spawn_baselines(n: int = 200) -> dict:
     lat = []
     for _ in range(n):
         t = time.perf_counter()
-        run_turn(spec, on_start=lambda pid: lat.append(time.perf_counter() - t))
+        run_capped(spec, on_start=lambda pid: lat.append(time.perf_counter() - t))
     out[RUNNER_POPEN] = summary(lat)
     for name, kw in ways.items():
         procs = []
@@ -74,7 +74,7 @@ def python_baselines(n: int = 30) -> tuple[dict, str]:
     from chatbox.runtime.config import AgentConfig
     from chatbox.runtime.workspace import Workspace
     from chatbox.guardrails.limits import Limits
-    from chatbox.supervisor.runner import run_turn
+    from chatbox.supervisor.capped import run_capped
     from chatbox.supervisor.turn import TurnRunner
 
     env = {"PATH": os.environ.get("PATH", "")}
@@ -91,7 +91,7 @@ def python_baselines(n: int = 30) -> tuple[dict, str]:
         plain = timed_runs(n, lambda: subprocess.run(spec.argv, input=spec.stdin, env=spec.env,
                                                      cwd=spec.cwd, capture_output=True,
                                                      check=True, timeout=30))
-        runs = [run_turn(spec) for _ in range(n)]
+        runs = [run_capped(spec) for _ in range(n)]
         build = timed_runs(n, lambda: runner.build(1, [msg]))
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import structlog
@@ -18,11 +17,11 @@ from chatbox.broker.lock import WorkspaceLock
 from chatbox.broker.server import Server
 from chatbox.broker.store import Store
 from chatbox.bus.errors import EndpointError
-from chatbox.runtime import __version__, logs
+from chatbox.runtime import __version__, startup
 from chatbox.runtime.config import ConfigError, ConfigSource
-from chatbox.runtime.workspace import Workspace, WorkspaceError, add_process_args
+from chatbox.runtime.workspace import add_process_args
+from chatbox.runtime.exits import Exit
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,22 +35,21 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        ws = Workspace.find(args.workspace)
-        ws.require_initialised()
+        ws, _ = startup.begin("broker", args.workspace, config=False)
         source = ConfigSource(ws.config_path)
         config = source.get()
-    except (WorkspaceError, ConfigError) as exc:
-        print(f"broker: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    logs.configure(args.log_level or config.log.level, component="broker")
+    except ConfigError as exc:
+        return startup.report(startup.Startup("broker", str(exc)))
+    except startup.Startup as exc:
+        return startup.report(exc)
+    startup.logging(config, args.log_level, component="broker")
     log = structlog.get_logger("broker")
-    os.umask(0o077)
     lock = WorkspaceLock(ws.lock_path)
     try:
         lock.acquire()
     except BrokerError as exc:
-        print(f"broker: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        startup.say("broker", exc)
+        return Exit.FAILED
     try:
         store = Store(ws.db_path, synchronous=args.synchronous)
         with store.write():
@@ -63,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         server.bind()
         server.install_signals()
     except (BrokerError, EndpointError) as exc:
-        print(f"broker: {exc}", file=sys.stderr)
+        startup.say("broker", exc)
         lock.release()
-        return EXIT_FAILED
+        return Exit.FAILED
     log.info("ready", pid=os.getpid(), request=server.endpoints.request,
              events=server.endpoints.events, workspace=str(ws.root))
     try:
@@ -75,4 +73,4 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         lock.release()
         log.info("stopped", served=server.requests_served)
-    return EXIT_OK
+    return Exit.OK

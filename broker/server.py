@@ -8,8 +8,6 @@ every reply means "on disk", and every event names a committed row.
 
 from __future__ import annotations
 
-import signal
-import socket
 import time
 
 import apsw
@@ -20,6 +18,7 @@ from chatbox.bus import wire
 from chatbox.bus.client import configure
 from chatbox.bus.endpoints import Endpoints, check, ipc_path
 from chatbox.broker.handlers import Handlers, _error, _salvage_rid
+from chatbox.runtime.signals import StopSignals
 
 log = structlog.get_logger("broker")
 
@@ -40,8 +39,7 @@ class Server:
         configure(self.pub, endpoints.events)
         self.router.sndhwm = 0
         self.pub.sndhwm = 100_000
-        self.stopping = False
-        self._wake_r, self._wake_w = socket.socketpair()
+        self.signals = StopSignals()
         self.requests_served = 0
         self._since_prune = PRUNE_EVERY  # prune once at the first batch
 
@@ -58,22 +56,18 @@ class Server:
 
     # ------------------------------------------------------------------ signals
     def install_signals(self) -> None:
-        """Handlers only record; the loop acts. A second signal stops at once."""
-        self._wake_w.setblocking(False)
-        signal.set_wakeup_fd(self._wake_w.fileno())
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+        """Handlers only record; the loop acts: it stops after the batch in hand."""
+        self.signals.install()
 
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if self.stopping:
-            raise SystemExit(1)
-        self.stopping = True
+    @property
+    def stopping(self) -> bool:
+        return self.signals.stopping
 
     # ------------------------------------------------------------------ loop
     def serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
-        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        poller.register(self.signals.fileno(), zmq.POLLIN)
         liveness = self.handlers.dispatcher.liveness
         watched: set[int] = set()
         while not self.stopping:
@@ -81,11 +75,8 @@ class Server:
                 poller.register(fd, zmq.POLLIN)
                 watched.add(fd)
             ready = dict(poller.poll())
-            if self._wake_r.fileno() in ready:
-                try:
-                    self._wake_r.recv(4096)
-                except BlockingIOError:
-                    pass
+            if self.signals.fileno() in ready:
+                self.signals.drain()
             exited = [fd for fd in watched if fd in ready]
             for fd in exited:
                 poller.unregister(fd)
@@ -138,7 +129,8 @@ class Server:
         self.requests_served += len(replies)
 
     def close(self) -> None:
-        signal.set_wakeup_fd(-1)
+        self.signals.uninstall()
+        self.signals.close()
         self.router.close(linger=0)
         self.pub.close(linger=100)
         for endpoint in (self.endpoints.request, self.endpoints.events):

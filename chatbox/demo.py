@@ -17,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from chatbox.broker import entry as broker
 from chatbox.bus import wire
 from chatbox.bus.client import BusClient
+from chatbox.runtime import env as runtime_env
 from chatbox.runtime.workspace import Workspace
 
 CONFIG = """\
@@ -56,7 +58,7 @@ class Demo:
     def spawn(self, name: str, argv: list[str], ready: str = '"ready"') -> None:
         log_path = self.logs / f"{name}.log"
         fh = open(log_path, "wb")
-        env = dict(os.environ, CHATBOX_WORKSPACE=str(self.root))
+        env = dict(os.environ, **{runtime_env.WORKSPACE: str(self.root)})
         proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
                                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         fh.close()
@@ -69,10 +71,8 @@ class Demo:
         self.say(name, f"started (pid {proc.pid})")
 
     def run(self) -> int:
-        from chatbox.broker.bootstrap import init_workspace
-
         self.logs.mkdir()
-        token = init_workspace(self.ws, "you")
+        token = broker.init_workspace(self.ws, "you")
         self.ws.config_path.write_text(CONFIG, encoding="utf-8")
         self.say("demo", f"workspace {self.root}")
         self.spawn("broker", [sys.executable, "-m", "chatbox.broker"])

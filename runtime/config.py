@@ -6,7 +6,6 @@ Precedence: command line > environment (``CHATBOX_*``) > file > defaults.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from chatbox.guardrails.limits import Limits
+from chatbox.runtime import env
 
 Engine = Literal["stub", "command", "claude", "kimi", "codex", "gemini"]
 Behaviour = Literal["reply", "fail", "hang", "repeat", "give-up"]
@@ -90,11 +90,11 @@ def load(path: Path | None) -> Config:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    env_level = os.environ.get("CHATBOX_LOG_LEVEL")
+    env_level = env.log_level()
     if env_level:
         raw.setdefault("log", {})["level"] = env_level.lower()
     for key in ("request", "events"):
-        value = os.environ.get(f"CHATBOX_BUS_{key.upper()}")
+        value = env.bus_endpoint(key)
         if value:
             raw.setdefault("bus", {})[key] = value
     try:

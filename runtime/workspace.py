@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 from chatbox.bus.endpoints import Endpoints, default_endpoints
+from chatbox.runtime import env
 
 DATA_DIR = ".chatbox"
 CONFIG_FILE = "chatbox.toml"
@@ -32,9 +33,9 @@ class Workspace:
     def find(cls, explicit: str | os.PathLike | None = None) -> Workspace:
         if explicit:
             return cls(explicit)
-        env = os.environ.get("CHATBOX_WORKSPACE") or os.environ.get("AGENTCHAT_WORKSPACE")
-        if env:
-            return cls(env)
+        named = env.workspace()
+        if named:
+            return cls(named)
         here = Path.cwd().resolve()
         for candidate in (here, *here.parents):
             if (candidate / DATA_DIR).is_dir():
@@ -59,10 +60,6 @@ class Workspace:
     @property
     def lock_path(self) -> Path:
         return self.data / "broker.lock"
-
-    @property
-    def dispatch_log(self) -> Path:
-        return self.root / "dispatch_comms.jsonl"
 
     def agent_token_path(self, name: str) -> Path:
         return self.data / "agents" / f"{name}.token"
@@ -99,17 +96,6 @@ def add_process_args(parser) -> None:
     parser.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, "
                         "or the nearest directory upward holding .chatbox/)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-
-
-def turn_from_env() -> int | None:
-    """``CHATBOX_TURN_ID``, set by a supervisor for the turn it runs; ValueError if not a number."""
-    raw = os.environ.get("CHATBOX_TURN_ID", "").strip()
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"CHATBOX_TURN_ID must be a turn number, got {raw!r}") from None
 
 
 def new_token() -> str:

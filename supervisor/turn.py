@@ -10,13 +10,14 @@ import msgspec
 import structlog
 
 from chatbox.bus import wire
+from chatbox.runtime import env
 from chatbox.runtime.config import AgentConfig
 from chatbox.runtime.workspace import Workspace
 from chatbox.guardrails.limits import Limits
 from chatbox.supervisor import engines
 from chatbox.supervisor.errors import SupervisorError
 from chatbox.supervisor.prompt import render_prompt
-from chatbox.supervisor.runner import TurnSpec, allowed_env, run_turn
+from chatbox.supervisor.capped import TurnSpec, allowed_env, run_capped
 
 log = structlog.get_logger("supervisor")
 
@@ -54,12 +55,11 @@ class TurnRunner:
         argv, stdin, extra_env, reply_mode = engines.build_turn(
             self.config.engine, agent=self.agent, prompt=prompt, batch_json=batch_json,
             options=self.options(), workspace=str(self.ws.root), mcp_command=self.mcp_command())
-        env = allowed_env(os.environ, {
-            **extra_env, "CHATBOX_TURN_ID": str(turn), "CHATBOX_AGENT": self.agent,
-            "CHATBOX_WORKSPACE": str(self.ws.root)}, self.config.env)
+        child_env = allowed_env(os.environ, {
+            **extra_env, **env.for_turn(turn, self.agent, str(self.ws.root))}, self.config.env)
         if self.config.auth == "subscription":
-            env = engines.strip_api_keys(env)
-        spec = TurnSpec(argv=argv, stdin=stdin, env=env, cwd=str(self.ws.root),
+            child_env = engines.strip_api_keys(child_env)
+        spec = TurnSpec(argv=argv, stdin=stdin, env=child_env, cwd=str(self.ws.root),
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,
                         kill_grace_seconds=self.limits.kill_grace_seconds)
@@ -75,7 +75,7 @@ class TurnRunner:
             log.error("turn_unbuildable", turn=turn, error=str(exc))
             return wire.TurnReport(agent=self.agent, supervisor=supervisor, turn=turn,
                                    epoch=epoch, outcome="failed", output=f"not started: {exc}")
-        result = run_turn(spec, cancel_fd=cancel_fd, is_cancelled=is_cancelled,
+        result = run_capped(spec, cancel_fd=cancel_fd, is_cancelled=is_cancelled,
                           on_start=lambda pid: log.info("turn_spawned", turn=turn, pid=pid))
         outcome = _OUTCOMES.get(result.outcome, "failed")
         reply = result.output.strip() if reply_mode == "stdout" and outcome == "ok" else None

@@ -1,7 +1,7 @@
 """``chatbox``: the operator CLI (DESIGN §6). Scripts and people both use it: a contract.
 
-Exit codes are named: ``EXIT_OK`` 0, ``EXIT_FAILED`` 1 (refused by the broker, or failed),
-``EXIT_USAGE`` 2 (a bad command line), ``EXIT_UNREACHABLE`` 3 (the broker is not answering).
+Exit codes are the named ones of ``chatbox.runtime.exits.Exit``: 0 ok, 1 refused by the broker
+or failed, 2 a bad command line, 3 the broker is not answering.
 Every error is one line on stderr, ``chatbox: <sentence>``, never a traceback.
 
 ``chatbox broker``, ``chatbox mcp`` and ``chatbox demo`` hand their arguments, unparsed, to the
@@ -16,20 +16,18 @@ import os
 import sys
 from collections.abc import Callable
 
+from chatbox.broker import entry as broker
 from chatbox.bus import wire
 from chatbox.bus.errors import BusError, ProtocolError, Refused, Unauthorized, Unreachable
-from chatbox.runtime import __version__
+from chatbox.runtime import __version__, env
 from chatbox.cli.agents import add_parsers as add_agent_parsers
 from chatbox.cli.messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
 from chatbox.cli.output import agent_line, agent_obj, json_line, plain, when
 from chatbox.cli.session import Failed, Session, UsageError
 from chatbox.runtime.config import ConfigError
 from chatbox.runtime.workspace import Workspace, WorkspaceError
+from chatbox.runtime.exits import Exit
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
 
 DELEGATED = ("broker", "mcp", "demo")
 _WS_HELP = ("workspace directory (default: CHATBOX_WORKSPACE, or the nearest directory upward "
@@ -45,28 +43,24 @@ def err(text: str) -> None:
 # --------------------------------------------------------------------------- init and status
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from chatbox.broker.bootstrap import default_human, init_workspace  # the CLI's only DB access
-    from chatbox.broker.errors import BrokerError
-
-    root = getattr(args, "workspace", None) or os.environ.get("CHATBOX_WORKSPACE") \
-        or os.environ.get("AGENTCHAT_WORKSPACE") or os.getcwd()
+    root = getattr(args, "workspace", None) or env.workspace() or os.getcwd()
     ws = Workspace(root)
-    human = args.human or default_human()
+    human = args.human or broker.default_human()
     try:
-        init_workspace(ws, human)
-    except BrokerError as exc:
+        broker.init_workspace(ws, human)
+    except broker.BrokerError as exc:
         err(exc.message)
-        return EXIT_FAILED
+        return Exit.FAILED
     except OSError as exc:
         err(f"cannot create the workspace in {ws.root}: {exc.strerror or exc}")
-        return EXIT_FAILED
+        return Exit.FAILED
     print(f"initialised chatbox workspace {ws.root}")
     print(f"  human:  {human} (admin)")
     print(f"  data:   {ws.data} (0700)")
     print(f"  token:  {ws.admin_token_path} (0600; keep it secret — the CLI reads it)")
     print(f"  config: {ws.config_path}")
     print(f"  next:   chatbox broker --workspace {ws.root}")
-    return EXIT_OK
+    return Exit.OK
 
 
 def cmd_status(s: Session, args: argparse.Namespace) -> int:
@@ -75,7 +69,7 @@ def cmd_status(s: Session, args: argparse.Namespace) -> int:
         obj = {k: plain(getattr(st, k)) for k in st.__struct_fields__ if k != "agents"}
         obj["agents"] = [agent_obj(a) for a in st.agents]
         print(json_line(obj))
-        return EXIT_OK
+        return Exit.OK
     print(f"broker:     running, pid {st.pid}, version {st.version}, "
           f"up since {when(st.started_at)}")
     print(f"workspace:  {st.workspace}")
@@ -83,7 +77,7 @@ def cmd_status(s: Session, args: argparse.Namespace) -> int:
     print(f"agents:     {len(st.agents) or 'none'}")
     for agent in st.agents:
         print("  " + agent_line(agent))
-    return EXIT_OK
+    return Exit.OK
 
 
 # --------------------------------------------------------------------------- delegation
@@ -107,19 +101,14 @@ def _split_delegated(argv: list[str]) -> tuple[str, list[str], str | None] | Non
 
 def _delegate(command: str, argv: list[str], workspace: str | None) -> int:
     if workspace:
-        os.environ["CHATBOX_WORKSPACE"] = workspace
+        os.environ[env.WORKSPACE] = workspace
     if command == "broker":
-        from chatbox.broker.main import main as run
-    elif command == "demo":
+        return broker.run(argv)
+    # The other clients are loaded only when named: `chatbox post` never pays for the MCP SDK.
+    if command == "demo":
         from chatbox.demo import main as run
     else:
-        try:
-            from chatbox.mcp.server import main as run
-        except ModuleNotFoundError as exc:
-            if exc.name != "chatbox.mcp.server":
-                raise
-            err("`chatbox mcp` is not available in this build (no chatbox.mcp.server module)")
-            return EXIT_FAILED
+        from chatbox.mcp.server import main as run
     return run(argv)
 
 
@@ -131,7 +120,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         where = self.prog.removeprefix("chatbox").strip()
         err(f"{where + ': ' if where else ''}{message} (see `{self.prog} --help`)")
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(Exit.USAGE)
 
 
 def _positive(text: str) -> int:
@@ -229,35 +218,35 @@ def _run(handler: Callable[[Session, argparse.Namespace], int], args: argparse.N
     except Unauthorized as exc:
         where = f" (token from {session.token_source()})" if session else ""
         err(f"{exc.message}{where}")
-        return EXIT_FAILED
+        return Exit.FAILED
     except Refused as exc:
         err(f"{exc.message} (field: {exc.field})" if exc.field else exc.message)
-        return EXIT_FAILED
+        return Exit.FAILED
     except Unreachable as exc:
         root = session.ws.root if session else "the workspace"
         err(f"the broker is not running or not answering ({exc}); start it with "
             f"`chatbox broker --workspace {root}`")
-        return EXIT_UNREACHABLE
+        return Exit.UNREACHABLE
     except ProtocolError as exc:
         err(f"protocol error: {exc}")
-        return EXIT_FAILED
+        return Exit.FAILED
     except BusError as exc:
         err(str(exc))
-        return EXIT_FAILED
+        return Exit.FAILED
     except UsageError as exc:
         err(str(exc))
-        return EXIT_USAGE
+        return Exit.USAGE
     except (Failed, WorkspaceError, ConfigError) as exc:
         err(str(exc))
-        return EXIT_FAILED
+        return Exit.FAILED
     except KeyboardInterrupt:
         err("interrupted")
-        return EXIT_FAILED
+        return Exit.FAILED
     except BrokenPipeError:
         raise
     except Exception as exc:  # a bug of ours: still one line, never a traceback
         err(f"unexpected {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
+        return Exit.FAILED
     finally:
         if session is not None:
             session.close()
@@ -274,17 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
     try:
         if hasattr(args, "run"):
             return args.run(args)
         return _run(args.handler, args)
     except KeyboardInterrupt:
         err("interrupted")
-        return EXIT_FAILED
+        return Exit.FAILED
     except BrokenPipeError:
         _silence_stdout()
-        return EXIT_OK  # `chatbox read … | head`: the reader left; not an error
+        return Exit.OK  # `chatbox read … | head`: the reader left; not an error
 
 
 def _silence_stdout() -> None:

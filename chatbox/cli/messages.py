@@ -16,7 +16,7 @@ from chatbox.bus import wire
 from chatbox.bus.client import BusClient
 from chatbox.cli.output import json_line, message_line, message_obj
 from chatbox.cli.session import DEADLINE, Failed, Session, UsageError
-from chatbox.runtime.workspace import turn_from_env
+from chatbox.runtime import env
 
 PAGE = 1000
 SNAPSHOT_SINCE = 2**62  # a Read past every seq: no messages, just the channel's last seq
@@ -64,7 +64,7 @@ def _read_body(arg: str) -> str:
 
 def _turn_from_env() -> int | None:
     try:
-        return turn_from_env()
+        return env.turn_id()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

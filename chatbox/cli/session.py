@@ -11,6 +11,7 @@ import os
 
 from chatbox.bus.client import BusClient
 from chatbox.bus.endpoints import Endpoints
+from chatbox.runtime import env
 from chatbox.runtime.config import load
 from chatbox.runtime.workspace import NAME_RE, Workspace, WorkspaceError
 
@@ -42,16 +43,16 @@ class Session:
 
     def token_source(self) -> str:
         """Where the token comes from, for error messages (never the token itself)."""
-        if os.environ.get("CHATBOX_TOKEN"):
-            return "CHATBOX_TOKEN"
+        if env.token():
+            return env.TOKEN
         if self.as_name:
             return str(self.ws.agent_token_path(self.as_name))
         return str(self.ws.admin_token_path)
 
     def token(self) -> str:
-        env = os.environ.get("CHATBOX_TOKEN", "").strip()
-        if env:
-            return env
+        given = env.token()
+        if given:
+            return given
         if self.as_name:
             if not NAME_RE.match(self.as_name):
                 raise UsageError(f"--as {self.as_name!r} is not a valid agent name")

@@ -26,13 +26,13 @@ from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
 from chatbox.bus.errors import Refused
-from chatbox.runtime import logs, workspace
+from chatbox.runtime import env, logs
 from chatbox.runtime.config import ConfigError, load
 from chatbox.mcp.adapter import Adapter
 from chatbox.mcp.tools import TOOLS, TOOLSETS, ToolError
 from chatbox.runtime.workspace import NAME_RE, Workspace, WorkspaceError
+from chatbox.runtime.exits import Exit
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 log = structlog.get_logger("mcp")
 
@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
 
 def turn_from_env() -> int | None:
     try:
-        return workspace.turn_from_env()
+        return env.turn_id()
     except ValueError:
         log.warning("bad_turn_id", hint="CHATBOX_TURN_ID is not an integer; posts carry no turn")
         return None
@@ -122,14 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not NAME_RE.match(args.agent):
         print(f"chatbox mcp: agent name {args.agent!r} is invalid", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         ws = Workspace.find(args.workspace)
         config = load(ws.config_path)
-        token = os.environ.get("CHATBOX_TOKEN") or ws.read_token(ws.agent_token_path(args.agent))
+        token = env.token() or ws.read_token(ws.agent_token_path(args.agent))
     except (WorkspaceError, ConfigError) as exc:
         print(f"chatbox mcp: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     logs.configure(args.log_level or config.log.level, component="mcp", agent=args.agent)
     adapter = Adapter(args.agent, token, ws.endpoints(config.bus.request, config.bus.events),
                       toolset=args.tools, turn=turn_from_env())
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except (Refused, ToolError) as exc:
         print(f"chatbox mcp: {args.agent}: {exc}", file=sys.stderr)
         adapter.close()
-        return EXIT_FAILED
+        return Exit.FAILED
     log.info("ready", tools=args.tools, turn=adapter.turn)
     try:
         anyio.run(serve, build_server(adapter, args.tools))
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         adapter.close()
         log.info("stopped")
-    return EXIT_OK
+    return Exit.OK
 
 
 if __name__ == "__main__":

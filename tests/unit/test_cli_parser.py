@@ -6,13 +6,14 @@ import tomllib
 
 import pytest
 
-from chatbox.cli.main import EXIT_USAGE, _split_delegated, main
+from chatbox.cli.main import _split_delegated, main
+from chatbox.runtime.exits import Exit
 from chatbox.cli.agents import append_agent_section
 
 
 def test_a_usage_error_exits_2_with_one_line(capsys):
     """DESIGN §6: exit 2 is a bad command line; every error is one line on stderr."""
-    assert main(["read"]) == EXIT_USAGE
+    assert main(["read"]) == Exit.USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("chatbox: read: ")
 

@@ -84,14 +84,14 @@ def test_the_stub_imports_only_the_standard_library():
     """The stub is spawned every turn: no third-party or project import beyond itself."""
     probe = ("import sys, runpy\n"
              "before = set(sys.modules)\n"
-             "import supervisor.stub\n"
+             "import chatbox.supervisor.stub\n"
              "new = set(sys.modules) - before\n"
              "ours = sorted(m for m in new if m.split('.')[0] in {'supervisor', 'bus', 'broker', "
              "'guardrails', 'chatbox', 'msgspec', 'zmq', 'structlog'})\n"
              "print(','.join(ours))\n")
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                           text=True, encoding="utf-8", timeout=10)
-    assert done.stdout.strip() == "supervisor,supervisor.stub"
+    assert done.stdout.strip() == "chatbox,chatbox.supervisor,chatbox.supervisor.stub"
 
 
 def test_the_engine_argv_runs_the_stub():

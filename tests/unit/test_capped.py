@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbox.supervisor.runner import DEFAULT_ALLOW, TurnSpec, allowed_env, run_turn
+from chatbox.supervisor.capped import DEFAULT_ALLOW, TurnSpec, allowed_env, run_capped
 from tests.fleet import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def alive(pid: int) -> bool:
 def test_a_command_that_exits_zero_is_ok():
     """Exit 0 is outcome ok, with stdout, its digest and a stripped excerpt."""
     started = []
-    result = run_turn(spec(["sh", "-c", "echo hello; echo note >&2"]), on_start=started.append)
+    result = run_capped(spec(["sh", "-c", "echo hello; echo note >&2"]), on_start=started.append)
     assert result.outcome == "ok"
     assert result.exit_code == 0
     assert result.output == "hello\n"
@@ -59,14 +59,14 @@ def test_a_command_that_exits_zero_is_ok():
 
 def test_a_non_zero_exit_is_failed_with_its_code_and_stderr():
     """A non-zero exit is outcome failed and keeps the exit code and stderr."""
-    result = run_turn(spec(["sh", "-c", "echo oops >&2; exit 3"]))
+    result = run_capped(spec(["sh", "-c", "echo oops >&2; exit 3"]))
     assert (result.outcome, result.exit_code) == ("failed", 3)
     assert "oops" in result.stderr_tail
 
 
 def test_a_missing_program_is_failed_not_an_exception():
     """A spawn error is outcome failed with no exit code and the error in stderr_tail."""
-    result = run_turn(spec(["/nonexistent/chatbox-turn"]))
+    result = run_capped(spec(["/nonexistent/chatbox-turn"]))
     assert (result.outcome, result.exit_code, result.pid) == ("failed", None, None)
     assert "/nonexistent/chatbox-turn" in result.stderr_tail
 
@@ -76,25 +76,25 @@ def test_a_program_without_execute_permission_is_failed(tmp_path):
     program = tmp_path / "turn"
     program.write_text("#!/bin/sh\necho no\n", encoding="utf-8")
     program.chmod(0o644)
-    result = run_turn(spec([str(program)]))
+    result = run_capped(spec([str(program)]))
     assert (result.outcome, result.exit_code) == ("failed", None)
     assert "ermission" in result.stderr_tail
 
 
 def test_a_missing_working_directory_is_failed(tmp_path):
     """A cwd that does not exist is a spawn error, outcome failed."""
-    result = run_turn(spec(["true"], cwd=str(tmp_path / "gone")))
+    result = run_capped(spec(["true"], cwd=str(tmp_path / "gone")))
     assert (result.outcome, result.exit_code) == ("failed", None)
 
 
 def test_an_empty_command_is_failed():
     """An empty argv is refused as a failed turn, not an IndexError."""
-    assert run_turn(spec([])).outcome == "failed"
+    assert run_capped(spec([])).outcome == "failed"
 
 
 def test_the_wall_cap_kills_the_child_and_its_grandchild():
     """On the wall cap the whole process group gets SIGTERM: the background sleep dies too."""
-    result = run_turn(spec(["sh", "-c", "sleep 100 & echo $!; wait"], max_seconds=0.5))
+    result = run_capped(spec(["sh", "-c", "sleep 100 & echo $!; wait"], max_seconds=0.5))
     assert result.outcome == "timeout"
     assert result.exit_code == -signal.SIGTERM
     grandchild = int(result.output.split()[0])
@@ -104,7 +104,7 @@ def test_the_wall_cap_kills_the_child_and_its_grandchild():
 
 def test_a_child_ignoring_sigterm_gets_sigkill_after_the_grace():
     """SIGTERM ignored (inherited by the sleep too): SIGKILL follows after kill_grace_seconds."""
-    result = run_turn(spec(["sh", "-c", "trap '' TERM; echo ready; sleep 100"],
+    result = run_capped(spec(["sh", "-c", "trap '' TERM; echo ready; sleep 100"],
                            max_seconds=0.3, kill_grace_seconds=0.2))
     assert result.outcome == "timeout"
     assert result.exit_code == -signal.SIGKILL
@@ -113,7 +113,7 @@ def test_a_child_ignoring_sigterm_gets_sigkill_after_the_grace():
 
 def test_a_grandchild_holding_the_pipes_is_killed_when_the_child_exits():
     """The child exits 0 but leaves a sleep holding stdout: the turn ends, the sleep dies."""
-    result = run_turn(spec(["sh", "-c", "sleep 100 & echo $!"]))
+    result = run_capped(spec(["sh", "-c", "sleep 100 & echo $!"]))
     assert (result.outcome, result.exit_code) == ("ok", 0)
     grandchild = int(result.output.split()[0])
     wait_for(lambda: not alive(grandchild), timeout=5, what="the grandchild to die")
@@ -121,7 +121,7 @@ def test_a_grandchild_holding_the_pipes_is_killed_when_the_child_exits():
 
 def test_the_output_cap_stops_the_turn_and_keeps_exactly_the_cap():
     """More stdout than max_output_bytes: outcome capped, output cut at the cap."""
-    result = run_turn(spec(["yes"], max_output_bytes=1000))
+    result = run_capped(spec(["yes"], max_output_bytes=1000))
     assert result.outcome == "capped"
     assert len(result.output) == 1000
     assert result.digest == hashlib.sha256(b"y\n" * 500).hexdigest()
@@ -130,47 +130,47 @@ def test_the_output_cap_stops_the_turn_and_keeps_exactly_the_cap():
 
 def test_output_up_to_the_cap_is_not_capped():
     """Exactly max_output_bytes of stdout is still ok."""
-    result = run_turn(spec(["printf", "abcd"], max_output_bytes=4))
+    result = run_capped(spec(["printf", "abcd"], max_output_bytes=4))
     assert (result.outcome, result.output) == ("ok", "abcd")
 
 
 def test_stdin_is_delivered_and_closed():
     """The spec's stdin reaches the child, then EOF (cat ends)."""
-    result = run_turn(spec(["cat"], stdin=b"hello\n"))
+    result = run_capped(spec(["cat"], stdin=b"hello\n"))
     assert (result.outcome, result.output) == ("ok", "hello\n")
 
 
 def test_a_large_stdin_round_trip_does_not_deadlock():
     """Megabytes through cat: writing and reading go through one selector, never blocking."""
     data = os.urandom(1 << 20).hex().encode()  # 2 MiB, more than any pipe buffer
-    result = run_turn(spec(["cat"], stdin=data, max_output_bytes=len(data)))
+    result = run_capped(spec(["cat"], stdin=data, max_output_bytes=len(data)))
     assert result.outcome == "ok"
     assert result.digest == hashlib.sha256(data).hexdigest()
 
 
 def test_a_child_that_never_reads_stdin_does_not_block_the_runner():
     """A child that exits without reading a large stdin: the broken pipe is not an error."""
-    result = run_turn(spec(["sh", "-c", "echo done"], stdin=b"x" * (1 << 20)))
+    result = run_capped(spec(["sh", "-c", "echo done"], stdin=b"x" * (1 << 20)))
     assert (result.outcome, result.output) == ("ok", "done\n")
 
 
 def test_empty_stdin_is_dev_null():
     """No stdin bytes: the child reads EOF at once."""
-    result = run_turn(spec(["cat"]))
+    result = run_capped(spec(["cat"]))
     assert (result.outcome, result.output) == ("ok", "")
 
 
 def test_the_environment_is_exactly_the_one_given(monkeypatch):
     """Nothing of the supervisor's environment leaks into the turn."""
     monkeypatch.setenv("CHATBOX_LEAK_PROBE", "secret")
-    result = run_turn(spec(["env"], env={**ENV, "CHATBOX_AGENT": "echo"}))
+    result = run_capped(spec(["env"], env={**ENV, "CHATBOX_AGENT": "echo"}))
     assert result.outcome == "ok"
     assert sorted(result.output.splitlines()) == sorted([f"PATH={ENV['PATH']}", "CHATBOX_AGENT=echo"])
 
 
 def test_the_working_directory_is_honoured(tmp_path):
     """The child runs in spec.cwd."""
-    result = run_turn(spec(["pwd"], cwd=str(tmp_path)))
+    result = run_capped(spec(["pwd"], cwd=str(tmp_path)))
     assert os.path.realpath(result.output.strip()) == os.path.realpath(tmp_path)
 
 
@@ -178,7 +178,7 @@ def test_a_cancel_request_on_the_pipe_stops_the_turn():
     """cancel_fd readable and is_cancelled() true: the group is stopped, outcome cancelled."""
     r, w = os.pipe()
     try:
-        result = run_turn(spec(["sleep", "100"]), cancel_fd=r, is_cancelled=lambda: True,
+        result = run_capped(spec(["sleep", "100"]), cancel_fd=r, is_cancelled=lambda: True,
                           on_start=lambda pid: os.write(w, b"x"))
         assert (result.outcome, result.exit_code) == ("cancelled", -signal.SIGTERM)
         os.set_blocking(r, False)
@@ -194,7 +194,7 @@ def test_a_wake_on_the_cancel_pipe_without_a_cancel_lets_the_turn_finish():
     r, w = os.pipe()
     asked = []
     try:
-        result = run_turn(spec(["sh", "-c", "sleep 0.2; echo fine"]), cancel_fd=r,
+        result = run_capped(spec(["sh", "-c", "sleep 0.2; echo fine"]), cancel_fd=r,
                           is_cancelled=lambda: asked.append(1) or False,
                           on_start=lambda pid: os.write(w, b"x"))
     finally:
@@ -209,7 +209,7 @@ def test_a_closed_cancel_pipe_is_ignored():
     r, w = os.pipe()
     os.close(w)
     try:
-        result = run_turn(spec(["sh", "-c", "sleep 0.1; echo fine"]), cancel_fd=r)
+        result = run_capped(spec(["sh", "-c", "sleep 0.1; echo fine"]), cancel_fd=r)
     finally:
         os.close(r)
     assert (result.outcome, result.output) == ("ok", "fine\n")
@@ -217,23 +217,23 @@ def test_a_closed_cancel_pipe_is_ignored():
 
 def test_stderr_keeps_only_its_tail():
     """Long stderr: the last ~4 KiB are kept."""
-    result = run_turn(spec(["sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line$i >&2; i=$((i+1)); done"]))
+    result = run_capped(spec(["sh", "-c", "i=0; while [ $i -lt 2000 ]; do echo line$i >&2; i=$((i+1)); done"]))
     assert len(result.stderr_tail) <= 4096
     assert result.stderr_tail.endswith("line1999\n")
 
 
 def test_invalid_utf8_output_is_replaced_not_raised():
     """Bytes that are not UTF-8 decode with replacement characters."""
-    result = run_turn(spec(["printf", "\\377ok"]))
+    result = run_capped(spec(["printf", "\\377ok"]))
     assert result.output == "\ufffdok"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_a_turn_dies_with_its_supervisor():
-    """SIGKILL the process running run_turn: the turn's child gets SIGKILL from the kernel."""
+    """SIGKILL the process running run_capped: the turn's child gets SIGKILL from the kernel."""
     script = ("import sys\n"
-              "from supervisor.runner import TurnSpec, run_turn\n"
-              "run_turn(TurnSpec(argv=['sleep', '100'], env={'PATH': %r}, cwd='.', max_seconds=60),\n"
+              "from chatbox.supervisor.capped import TurnSpec, run_capped\n"
+              "run_capped(TurnSpec(argv=['sleep', '100'], env={'PATH': %r}, cwd='.', max_seconds=60),\n"
               "         on_start=lambda pid: print(pid, flush=True))\n" % ENV["PATH"])
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
                               env={**ENV, "PYTHONPATH": str(ROOT)})

@@ -19,7 +19,7 @@ The leader is detected as exited with ``waitid(WNOWAIT)`` and reaped only after 
 ``killpg``: while it is an unreaped zombie its pid, hence the group id, cannot be recycled, so
 the last signal can never hit a stranger. A grandchild that calls ``setsid()`` itself escapes
 the group; PR_SET_PDEATHSIG covers only the direct child (and fires when the *thread* that
-spawned it dies, so call ``run_turn`` from a long-lived thread, as the supervisor's main loop is).
+spawned it dies, so call ``run_capped`` from a long-lived thread, as the supervisor's main loop is).
 The pump relies on ``selectors`` over pipes, which is POSIX only; the Windows branches below
 are the process-group parts, a Windows pump would read the pipes from threads instead.
 """
@@ -94,7 +94,7 @@ def allowed_env(base: Mapping[str, str], extra: Mapping[str, str],
     return env
 
 
-def run_turn(spec: TurnSpec, *, cancel_fd: int | None = None,
+def run_capped(spec: TurnSpec, *, cancel_fd: int | None = None,
              is_cancelled: Callable[[], bool] = lambda: False,
              on_start: Callable[[int], None] | None = None) -> TurnResult:
     """Run ``spec`` to its end or its cap; see the module docstring for the sequence."""

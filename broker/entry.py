@@ -1,0 +1,35 @@
+"""The broker's one entry point for the clients (docs/ARCHITECTURE.md, "allowed arrows").
+
+Two client commands need the broker's own code, and reach it only through this module:
+``chatbox init`` creates the database before any broker runs, and ``chatbox broker`` (like
+``chatbox demo``) runs one. Every other client speaks to the broker over the bus alone.
+
+The CLI imports this module at its top, so the arrow is plain to see; the broker's store and
+loop are loaded only when one of these functions is called, so ``chatbox post`` does not pay
+for apsw and the dispatcher at every start (about 0.2 s here).
+"""
+
+from __future__ import annotations
+
+from chatbox.broker.errors import BrokerError
+from chatbox.runtime.workspace import Workspace
+
+__all__ = ["BrokerError", "default_human", "init_workspace", "run"]
+
+
+def default_human() -> str:
+    """The human principal ``chatbox init`` creates by default: the OS user, as a valid name."""
+    from chatbox.broker import bootstrap
+    return bootstrap.default_human()
+
+
+def init_workspace(ws: Workspace, human: str) -> str:
+    """Create the data directory, the database, the admin token; returns the admin token."""
+    from chatbox.broker import bootstrap
+    return bootstrap.init_workspace(ws, human)
+
+
+def run(argv: list[str]) -> int:
+    """``broker`` with these arguments, in this process; its exit code."""
+    from chatbox.broker import main
+    return main.main(argv)

@@ -1,0 +1,58 @@
+"""The ``CHATBOX_*`` environment variables: every name is read here and nowhere else.
+
+Precedence everywhere: command line > environment > ``chatbox.toml`` > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+
+WORKSPACE = "CHATBOX_WORKSPACE"
+WORKSPACE_ALIAS = "AGENTCHAT_WORKSPACE"  # the seed's name, still honoured
+TOKEN = "CHATBOX_TOKEN"
+LOG_LEVEL = "CHATBOX_LOG_LEVEL"
+BUS_REQUEST = "CHATBOX_BUS_REQUEST"
+BUS_EVENTS = "CHATBOX_BUS_EVENTS"
+# set by a supervisor for the one turn it runs, read by the clients that turn starts
+TURN_ID = "CHATBOX_TURN_ID"
+AGENT = "CHATBOX_AGENT"
+
+
+def _get(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def workspace() -> str | None:
+    """The workspace root named by the environment, if any."""
+    return _get(WORKSPACE) or _get(WORKSPACE_ALIAS)
+
+
+def token() -> str | None:
+    """A bearer token given by the environment instead of a token file."""
+    return _get(TOKEN)
+
+
+def log_level() -> str | None:
+    return _get(LOG_LEVEL)
+
+
+def bus_endpoint(key: str) -> str | None:
+    """``CHATBOX_BUS_REQUEST`` or ``CHATBOX_BUS_EVENTS`` for ``key`` ``request``/``events``."""
+    return _get({"request": BUS_REQUEST, "events": BUS_EVENTS}[key])
+
+
+def turn_id() -> int | None:
+    """The turn a supervisor started this process for; ValueError if it is not a number."""
+    raw = _get(TURN_ID)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{TURN_ID} must be a turn number, got {raw!r}") from None
+
+
+def for_turn(turn: int, agent: str, workspace_root: str) -> dict[str, str]:
+    """The variables a supervisor gives the turn it starts (and the turn's MCP server)."""
+    return {TURN_ID: str(turn), AGENT: agent, WORKSPACE: workspace_root}

@@ -1,0 +1,55 @@
+"""The start-up preamble every process shares: find the workspace, read ``chatbox.toml``, set up
+logging and the umask. Anything that goes wrong is one line on stderr and a named exit code.
+
+    ws, config = startup.begin("supervisor", args.workspace)       # may raise Startup
+    startup.logging(config, args.log_level, component="supervisor", agent=name)
+
+``main()`` functions catch ``Startup`` and return ``startup.report(exc)``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from chatbox.runtime import logs
+from chatbox.runtime.config import Config, ConfigError, load
+from chatbox.runtime.exits import Exit
+from chatbox.runtime.workspace import Workspace, WorkspaceError
+
+
+class Startup(Exception):
+    """A process cannot start: ``prog: <sentence>`` on stderr and ``code`` as its exit status."""
+
+    def __init__(self, prog: str, message: str, code: Exit = Exit.FAILED):
+        super().__init__(message)
+        self.prog, self.message, self.code = prog, message, code
+
+
+def say(prog: str, text: object) -> None:
+    """One line on stderr, ``prog: <sentence>``, whatever ``text`` holds."""
+    line = " ".join(str(text).split())
+    print(f"{prog}: {line}", file=sys.stderr, flush=True)
+
+
+def report(exc: Startup) -> int:
+    say(exc.prog, exc.message)
+    return int(exc.code)
+
+
+def begin(prog: str, workspace: str | None, *, initialised: bool = True,
+          config: bool = True) -> tuple[Workspace, Config]:
+    """The workspace (``--workspace``, else the environment, else upward search) and its config."""
+    os.umask(0o077)  # every file a process of ours creates is its user's alone
+    try:
+        ws = Workspace.find(workspace)
+        if initialised:
+            ws.require_initialised()
+        return ws, (load(ws.config_path) if config else load(None))
+    except (WorkspaceError, ConfigError) as exc:
+        raise Startup(prog, str(exc)) from None
+
+
+def logging(config: Config, level: str | None, *, component: str, **bind: object) -> None:
+    """structlog for this process: the command line's level, else the config's."""
+    logs.configure(level or config.log.level, component=component, **bind)
