@@ -1,0 +1,1 @@
+"""Real agent CLIs against a scripted model endpoint (see docs/ENGINES.md)."""
