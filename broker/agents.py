@@ -67,21 +67,10 @@ def list_all(ctx: Ctx) -> list[wire.AgentInfo]:
 
 def set_paused(ctx: Ctx, dispatcher: Dispatcher, name: str, paused: bool,
                reason: str | None) -> wire.AgentInfo:
+    """A human pauses or resumes an agent; a resumed agent with work due is woken."""
     require_admin(ctx, "pause or resume an agent")
-    state, epoch, *_ = dispatcher.state(ctx, name)
-    ctx.db.execute("UPDATE agent_state SET paused = ?, paused_reason = ?, failures = 0, "
-                   "resumed_at = CASE WHEN ? THEN resumed_at ELSE ? END, updated_at = ? "
-                   "WHERE agent = ?",
-                   (int(paused), (reason or f"paused by {ctx.principal.name}") if paused else None,
-                    int(paused), ctx.now, ctx.now, name))
-    ctx.db.execute("INSERT INTO transitions(agent, from_state, to_state, epoch, cause, at) "
-                   "VALUES (?,?,?,?,?,?)", (name, state, state, epoch,
-                                            f"{'paused' if paused else 'resumed'} by "
-                                            f"{ctx.principal.name}", ctx.now))
-    ctx.publish(wire.agent_topic(name), wire.AgentEvent(agent=name, state=state, epoch=epoch,
-                                                        paused=paused, cause="pause"))
-    if not paused and state == "ASLEEP" and dispatcher.has_due(ctx, name):
-        # ASLEEP -> WAKING: resumed with work waiting
-        dispatcher.transition(ctx, name, "WAKING", f"resumed by {ctx.principal.name}",
-                              epoch=epoch + 1, publish_wake=True)
+    if paused:
+        dispatcher.pause(ctx, name, reason)
+    else:
+        dispatcher.resume(ctx, name)
     return info(ctx, name)

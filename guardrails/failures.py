@@ -1,8 +1,14 @@
-"""Failure circuit: ``max_consecutive_failures`` crashed or timed-out turns in a row open it
-(DESIGN §5); the broker pauses the agent and escalates.
+"""Failure circuit: ``max_consecutive_failures`` failed turns in a row open it (DESIGN §5); the
+broker then pauses the agent and escalates.
 
-A turn fails when its outcome is ``failed``, ``timeout`` or ``lost``. A turn the guardrails
-stopped (``livelock``, ``gave_up``, ``vetoed``) is not a failure of the agent's process.
+A turn fails when its process did: the supervisor reported it ``failed`` (it crashed or exited
+non-zero) or ``timeout`` (a cap killed it), or the broker recorded it ``lost`` (its supervisor
+died with it). :func:`is_failure` is the one definition, used by the circuit and by the broker
+for both a reported and a lost turn. ``livelock``, ``gave_up`` and ``vetoed`` are verdicts of the
+guardrails on a turn whose process ran to its end, not failures of it.
+
+The run of failures is the broker's memory (``AgentHistory.consecutive_failures``): a turn that
+is not a failure ends it, and so does a human's pause or resume.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """The policy: every guardrail in order, asked at each of the broker's three decision points.
 
-The broker builds one ``Policy`` per set of limits (the defaults, or an agent's overrides) and
-calls :meth:`Policy.on_message`, :meth:`Policy.before_turn` and :meth:`Policy.after_turn`. Each
-runs the hook of every guardrail in order; the first ``Veto`` propagates and the rest are not
-asked. What a Veto leads to (no wakes; a paused agent and a tier-2 post to ``#alerts`` naming
-the agent, the chain, the reason and the evidence) is the broker's job.
+The broker keeps one ``Policy`` per agent, built from that agent's limits (the defaults with its
+overrides) and rebuilt when they change. It calls :meth:`Policy.on_message` before a message
+wakes the agent, :meth:`Policy.before_turn` before a claim opens a turn and
+:meth:`Policy.after_turn` when a turn is reported or lost; it takes the hop of every post from
+:meth:`Policy.start_hop` and :meth:`Policy.next_hop`, and counts failed turns with
+:meth:`Policy.is_failure`. Each hook runs the hook of every guardrail in order; the first
+``Veto`` propagates and the rest are not asked. What a Veto leads to (no wakes; a paused agent
+and a tier-2 post to ``#alerts`` naming the agent, the chain, the reason and the evidence) is the
+broker's job.
 """
 
 from __future__ import annotations
@@ -67,10 +71,6 @@ class Policy:
     def start_hop(self) -> int:
         """The hop of a post that starts a chain: 0."""
         return self.hops.start_hop()
-
-    def wakes(self, hop: int) -> bool:
-        """Whether a message at ``hop`` may wake anyone."""
-        return self.hops.wakes(hop)
 
     @staticmethod
     def is_failure(outcome: str) -> bool:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import select
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+import pytest
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from chatbox.broker import states
 from chatbox.bus import wire
 from tests.unit.conftest import Hub
 
@@ -583,6 +588,11 @@ class DispatchMachine(RuleBasedStateMachine):
                 assert current == open_turns[0]
 
     @invariant()
+    def every_transition_written_is_in_the_table(self):
+        rows = self.hub.store.db.execute("SELECT from_state, to_state FROM transitions")
+        assert {tuple(r) for r in rows} <= set(states.TRANSITIONS)
+
+    @invariant()
     def nothing_is_acked_past_what_was_delivered(self):
         for who, ch, acked, delivered in self.hub.store.db.execute(
                 "SELECT principal, channel, acked, delivered FROM offsets"):
@@ -645,3 +655,122 @@ def test_a_message_over_the_hop_budget_is_escalated_even_while_its_reader_is_bus
     alerts = [m for m in hub.ok(wire.Read(channel="#alerts")).messages
               if m.kind == "escalation"]
     assert len(alerts) == 1 and "hop" in alerts[0].title
+
+
+# --------------------------------------------------------------------------- the machine itself
+
+
+def test_the_states_module_is_a_leaf():
+    """STYLE "Leaf modules for states": broker/states.py imports nothing of ours."""
+    tree = ast.parse(Path(states.__file__).read_text(encoding="utf-8"))
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in imported if m and m.split(".")[0] in ("chatbox", "broker")}
+
+
+def test_every_change_of_state_pause_and_resume_is_one_transition_row(hub):
+    """STYLE "One writer for each state machine": pauses and resumes are recorded like moves."""
+    hub.add_agent("kim", "#general")
+    hub.ok(wire.SetPaused(name="kim", paused=True, reason="lunch"))
+    hub.post("#general", "waiting")
+    hub.ok(wire.SetPaused(name="kim", paused=False))
+    rows = hub.store.db.execute("SELECT from_state, to_state, cause FROM transitions "
+                                "WHERE agent = 'kim' ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("ASLEEP", "ASLEEP", "paused by alice"),
+                                        ("ASLEEP", "ASLEEP", "resumed by alice"),
+                                        ("ASLEEP", "WAKING", "resumed by alice")]
+    assert hub.woken() == ["kim"]
+
+
+def test_a_move_not_in_the_table_is_refused(hub):
+    """DESIGN §4: only the transitions of the table happen; ASLEEP -> BUSY is none of them."""
+    from chatbox.broker import fsm
+    from chatbox.broker.context import Ctx, Principal
+    from chatbox.broker.errors import Conflict
+
+    hub.add_agent("kim", "#general")
+    with hub.store.write():
+        ctx = Ctx(hub.store.db, Principal("broker", "admin"), hub.now())
+        with pytest.raises(Conflict):
+            fsm.transition(ctx, "kim", "BUSY", "no claim")
+        with pytest.raises(Conflict):
+            fsm.transition(ctx, "kim", "ASLEEP", "standing still is no move")
+    assert hub.state("kim") == "ASLEEP"
+
+
+def _lose(hub, agent: str, n: int) -> None:
+    """Post, claim, and lose the turn to a fresh Hello, ``n`` times."""
+    for i in range(n):
+        hub.post("#general", f"work {i}")
+        res = hub.hello(agent, f"sup-{i}")
+        if res.state == "WAKING":
+            assert hub.claim(agent, f"sup-{i}", res.epoch).turn is not None
+    hub.hello(agent, "sup-last")
+
+
+def test_lost_turns_count_toward_the_failure_circuit(hub):
+    """DESIGN §5 / issue 12: a lost turn is a failed turn; max_consecutive_failures of them pause
+    the agent and escalate (before, four lost turns left the circuit closed)."""
+    hub.limits.max_consecutive_failures = 3
+    hub.add_agent("kim", "#general")
+    _lose(hub, "kim", 3)
+    info = hub.agent("kim")
+    assert info.paused and "failure_circuit" in info.paused_reason
+    assert info.last_turn.outcome == "lost"
+    alerts = [m for m in hub.read("#alerts") if m.kind == "escalation"]
+    assert len(alerts) == 1 and "failure circuit" in alerts[0].title
+    assert "lost, no exit code" in alerts[0].body
+
+
+def test_a_turn_that_reports_ok_ends_the_run_of_lost_turns(hub):
+    """DESIGN §5: failures count in a row; an ok turn between them closes the run."""
+    hub.limits.max_consecutive_failures = 3
+    hub.add_agent("kim", "#general")
+    _lose(hub, "kim", 2)
+    res = hub.hello("kim", "sup-ok")
+    hub.report("kim", "sup-ok", hub.claim("kim", "sup-ok", res.epoch))
+    _lose(hub, "kim", 2)
+    assert not hub.agent("kim").paused
+
+
+def test_one_policy_per_agent_rebuilt_when_its_limits_change(hub):
+    """Issue 12: the guardrails are built once per agent, not per claim, and follow its config."""
+    hub.add_agent("kim", "#general")
+    d = hub.dispatcher
+    first = d.policy("kim")
+    _, claimed = _busy(hub, "kim", "one")
+    hub.report("kim", "sup-1", claimed)
+    assert d.policy("kim") is first
+    hub.limits.max_hops = 1
+    second = d.policy("kim")
+    assert second is not first and second.limits.max_hops == 1
+    assert d.policy("kim") is second
+    hub.add_agent("bob", "#general")
+    _, claimed = _busy(hub, "bob", "two")
+    rep = hub.report("bob", "sup-1", claimed, reply="at hop 1")
+    assert rep.reply.hop == 1
+    [alert] = [m for m in hub.read("#alerts") if m.kind == "escalation"]
+    assert "hop budget" in alert.title and "agent: kim" in alert.body  # kim's new budget
+
+
+def test_the_post_path_takes_its_hops_from_the_policy(hub):
+    """DESIGN §5: a post outside a turn starts a chain at hop 0; one inside a turn continues the
+    trigger's chain at next_hop, and is refused once the turn is over."""
+    from chatbox.broker.context import Ctx, Principal
+    from chatbox.broker.errors import Conflict
+
+    hub.add_agent("kim", "#general")
+    posted, claimed = _busy(hub, "kim", "trigger")
+    with hub.store.write():
+        ctx = Ctx(hub.store.db, Principal("kim", "agent"), hub.now())
+        inside = hub.dispatcher.post(ctx, wire.Post(channel="#dispatch", body="in the turn",
+                                                    turn=claimed.turn))
+        outside = hub.dispatcher.post(ctx, wire.Post(channel="#dispatch", body="on my own"))
+    assert (inside.chain, inside.hop, inside.turn) == (posted[0].chain, 1, claimed.turn)
+    assert (outside.chain, outside.hop) == (outside.seq, 0)
+    hub.report("kim", "sup-1", claimed)
+    with hub.store.write():
+        ctx = Ctx(hub.store.db, Principal("kim", "agent"), hub.now())
+        with pytest.raises(Conflict):
+            hub.dispatcher.post(ctx, wire.Post(channel="#general", body="late",
+                                               turn=claimed.turn))

@@ -85,7 +85,11 @@ def test_policy_exposes_hop_arithmetic_and_failure_outcomes():
     policy = Policy(Limits(max_hops=3))
     assert policy.start_hop() == 0
     assert policy.next_hop([0, 2]) == 3
-    assert policy.wakes(2) and not policy.wakes(3)
+    policy.on_message(MessageFacts(seq=1, channel="#general", author="kim", author_role="agent",
+                                   chain=1, hop=2, tier=0))
+    with pytest.raises(Veto):
+        policy.on_message(MessageFacts(seq=2, channel="#general", author="kim",
+                                       author_role="agent", chain=1, hop=3, tier=0))
     assert policy.is_failure("lost") and not policy.is_failure("vetoed")
 
 

@@ -1,0 +1,149 @@
+"""Turns: the row of each turn and what becomes of its batch (DESIGN §4.2, §4.3, §4.5).
+
+A claim starts a turn on a batch (:func:`start`): the batch is recorded channel by channel and
+marked delivered, and every message of it that an earlier turn left unacked is marked
+``redelivered``. When the turn ends, :func:`settle` either acks exactly the batch (never past it)
+or counts one more delivery of each of its messages, so they come again in the next turn. A
+message redelivered more than ``max_redeliveries`` times is poison (:func:`drop_poison`): it is
+escalated and acked, never retried.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgspec
+
+from chatbox.broker import escalations, offsets
+from chatbox.broker.channels import SYSTEM
+from chatbox.broker.context import Ctx
+from chatbox.broker.states import AgentState
+from chatbox.bus import wire
+from chatbox.guardrails import AgentHistory, TurnFacts
+
+#: How many of an agent's recent turns the guardrails are shown.
+HISTORY_TURNS = 64
+
+
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of ``turns``: ``batch`` maps each channel to the seqs delivered from it; ``chain``
+    and ``hop`` are those of the turn's trigger (its newest message, its highest hop)."""
+
+    id: int
+    agent: str
+    epoch: int
+    batch: dict[str, list[int]]
+    chain: int
+    hop: int
+    started_at: float
+
+    @property
+    def seqs(self) -> list[int]:
+        return sorted(s for seqs in self.batch.values() for s in seqs)
+
+
+def get(ctx: Ctx, turn: int | None) -> Turn | None:
+    if turn is None:
+        return None
+    row = ctx.db.execute("SELECT id, agent, epoch, batch, chain, hop, started_at FROM turns "
+                         "WHERE id = ?", (turn,)).fetchone()
+    if row is None:
+        return None
+    id_, agent, epoch, batch, chain, hop, started_at = row
+    return Turn(id=id_, agent=agent, epoch=epoch, batch=json.loads(batch) if batch else {},
+                chain=chain, hop=hop, started_at=started_at)
+
+
+def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
+    """Open a turn at ``epoch`` on ``batch`` (oldest first, not empty) and deliver it."""
+    counts = dict(ctx.db.execute(
+        "SELECT seq, count FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ?",
+        (agent, batch[0].seq, batch[-1].seq)))
+    by_channel: dict[str, list[int]] = {}
+    for m in batch:
+        m.redelivered = m.seq in counts
+        by_channel.setdefault(m.channel, []).append(m.seq)
+    newest = batch[-1]
+    hop = max(m.hop for m in batch)
+    turn = ctx.db.execute(
+        "INSERT INTO turns(agent, epoch, batch, chain, hop, started_at) VALUES (?,?,?,?,?,?) "
+        "RETURNING id", (agent, epoch, json.dumps(by_channel), newest.chain, hop, ctx.now)).get
+    offsets.deliver(ctx, agent, batch)
+    return Turn(id=turn, agent=agent, epoch=epoch, batch=by_channel, chain=newest.chain, hop=hop,
+                started_at=ctx.now)
+
+
+def facts(turn: Turn, now: float, outcome: str, *, exit_code: int | None = None,
+          output: str = "", engine_error: bool = False) -> TurnFacts:
+    """What the guardrails judge of a turn that has just ended."""
+    return TurnFacts(turn_id=turn.id, agent=turn.agent, outcome=outcome, exit_code=exit_code,
+                     output=output, started_at=turn.started_at, ended_at=now,
+                     engine_error=engine_error)
+
+
+def finish(ctx: Ctx, turn: Turn, outcome: str, *, exit_code: int | None = None,
+           digest: str | None = None, excerpt: str | None = None,
+           output: str | None = None) -> None:
+    """Record how ``turn`` ended."""
+    ctx.db.execute(
+        "UPDATE turns SET ended_at = ?, outcome = ?, exit_code = ?, digest = ?, excerpt = ?, "
+        "output = ? WHERE id = ?",
+        (ctx.now, outcome, exit_code, digest, excerpt and excerpt[:2000],
+         output and output[:65536], turn.id))
+
+
+def acks(outcome: str, engine_error: bool = False) -> bool:
+    """Whether a turn that ended with ``outcome`` acks its batch."""
+    return outcome != "lost"
+
+
+def settle(ctx: Ctx, turn: Turn, outcome: str, engine_error: bool = False) -> dict[str, int]:
+    """Ack the batch of a turn that handled it, or count one more delivery of each of its
+    messages; return what was acked, channel by channel."""
+    if not acks(outcome, engine_error):
+        for seq in turn.seqs:
+            ctx.db.execute(
+                "INSERT INTO redeliveries(agent, seq, count) VALUES (?, ?, 1) "
+                "ON CONFLICT(agent, seq) DO UPDATE SET count = count + 1", (turn.agent, seq))
+        return {}
+    acked = {}
+    for channel, seqs in turn.batch.items():
+        offsets.set_acked(ctx, turn.agent, channel, max(seqs))
+        acked[channel] = max(seqs)
+        ctx.db.execute(f"DELETE FROM redeliveries WHERE agent = ? AND seq IN "
+                       f"({','.join('?' * len(seqs))})", (turn.agent, *seqs))
+    return acked
+
+
+def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliveries: int) -> bool:
+    """Escalate and ack, never retry, what of ``batch`` was redelivered more than
+    ``max_redeliveries`` times; whether anything was dropped."""
+    counts = dict(ctx.db.execute(
+        "SELECT seq, count FROM redeliveries WHERE agent = ? AND count > ?",
+        (agent, max_redeliveries)))
+    poison = [m for m in batch if m.seq in counts]
+    if not poison:
+        return False
+    for m in poison:
+        offsets.set_acked(ctx, agent, m.channel, m.seq)
+        ctx.db.execute("DELETE FROM redeliveries WHERE agent = ? AND seq = ?", (agent, m.seq))
+    escalations.post_escalation(
+        ctx, author=SYSTEM, agent=agent, chain=poison[-1].chain, guardrail="redelivery",
+        reason=f"{len(poison)} message(s) were redelivered more than {max_redeliveries} times "
+               "after lost turns; skipped, not retried",
+        evidence=[f"#{m.seq} in {m.channel} ({counts[m.seq]} deliveries): {m.body[:160]}"
+                  for m in poison])
+    return True
+
+
+def history(ctx: Ctx, row: AgentState, before: int | None = None) -> AgentHistory:
+    """What the guardrails remember of an agent: its ended turns since it was last resumed
+    (before turn ``before``, if given), oldest first."""
+    rows = ctx.db.execute(
+        "SELECT output, started_at, exit_code FROM turns WHERE agent = ? AND id < ? AND "
+        "outcome IS NOT NULL AND started_at >= ? ORDER BY id DESC LIMIT ?",
+        (row.agent, before if before is not None else 2**62, row.resumed_at,
+         HISTORY_TURNS)).fetchall()[::-1]
+    return AgentHistory(agent=row.agent, recent_outputs=[r[0] or "" for r in rows],
+                        turn_starts=[r[1] for r in rows], consecutive_failures=row.failures,
+                        recent_exit_codes=[r[2] for r in rows])
