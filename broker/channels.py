@@ -7,24 +7,19 @@ channels and canaries are for their members alone.
 
 from __future__ import annotations
 
-import re
-
 from chatbox.bus import wire
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.errors import Conflict, Forbidden, Invalid, NotFound
 from chatbox.broker.principals import get as get_principal
 
-CHANNEL_RE = re.compile(r"^#[a-z0-9][a-z0-9_.-]{0,63}$")
 STANDING = (("#general", "Everyone, everything"), ("#dispatch", "Work handed out and reported"),
             ("#alerts", "Escalations for a human"))
 MEMBERS_ONLY = ("private", "canary")
-MAX_TOPIC = 200
 
 
 def check_channel_name(name: str, field: str = "channel") -> str:
-    if not isinstance(name, str) or not CHANNEL_RE.match(name):
-        raise Invalid(f"{field} {name!r} is invalid: a channel is # followed by 1-64 of "
-                      "a-z 0-9 _ . - (e.g. #general)", field=field)
+    if not wire.is_channel(name):
+        raise Invalid(f"{field} {name!r} is invalid: {wire.CHANNEL_RULE}", field=field)
     return name
 
 
@@ -80,8 +75,8 @@ def create(ctx: Ctx, name: str, topic: str, kind: str) -> wire.ChannelInfo:
     topic = (topic or "").strip()
     if kind == "adhoc" and not topic:
         raise Invalid("an ad-hoc channel needs a topic", field="topic")
-    if len(topic) > MAX_TOPIC:
-        raise Invalid(f"topic is {len(topic)} characters, over the limit of {MAX_TOPIC}",
+    if len(topic) > wire.MAX_TOPIC:
+        raise Invalid(f"topic is {len(topic)} characters, over the limit of {wire.MAX_TOPIC}",
                       field="topic")
     if kind in ("canary",) and not ctx.principal.is_human:
         raise Forbidden("only a human or admin may create a canary channel", field="kind")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from chatbox.bus.codes import ErrorCode
+
 
 class BrokerError(Exception):
     """Base of every broker refusal."""
 
-    code = "internal"
+    code: ClassVar[ErrorCode] = "internal"
 
     def __init__(self, message: str, *, field: str | None = None):
         super().__init__(message)
@@ -17,46 +21,46 @@ class BrokerError(Exception):
 class Invalid(BrokerError):
     """The request is malformed or a value is out of bounds."""
 
-    code = "invalid"
+    code: ClassVar[ErrorCode] = "invalid"
 
 
 class TooLarge(Invalid):
     """A body or title is over its size bound."""
 
-    code = "too_large"
+    code: ClassVar[ErrorCode] = "too_large"
 
 
 class NotFound(BrokerError):
     """The channel, message or principal named does not exist."""
 
-    code = "not_found"
+    code: ClassVar[ErrorCode] = "not_found"
 
 
 class Forbidden(BrokerError):
     """The principal is known but may not do this."""
 
-    code = "forbidden"
+    code: ClassVar[ErrorCode] = "forbidden"
 
 
 class Unauthorized(BrokerError):
     """The token is unknown or revoked."""
 
-    code = "unauthorized"
+    code: ClassVar[ErrorCode] = "unauthorized"
 
 
 class Conflict(BrokerError):
     """The request contradicts the current state (a stale epoch, a second supervisor, ...)."""
 
-    code = "conflict"
+    code: ClassVar[ErrorCode] = "conflict"
 
 
 class StoreError(BrokerError):
     """The database cannot be opened or is of an unknown schema version."""
 
-    code = "store"
+    code: ClassVar[ErrorCode] = "store"
 
 
 class WorkspaceLocked(BrokerError):
     """Another broker holds this workspace's lock."""
 
-    code = "locked"
+    code: ClassVar[ErrorCode] = "locked"

@@ -8,7 +8,6 @@ again, and is not applied twice.
 from __future__ import annotations
 
 import os
-import time
 
 import msgspec
 import structlog
@@ -42,20 +41,25 @@ class Handlers:
         try:
             env = wire.envelope_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            rid = _salvage_rid(payload)
-            log.warning("bad_frame", error=str(exc)[:200], size=len(payload))
-            return wire.encode(wire.Reply(rid=rid, error=wire.Error(
-                code="bad_frame", message=f"undecodable request: {exc}")))
-        if env.v != wire.PROTOCOL_VERSION:
-            return _error(env.rid, "version", f"protocol version {env.v} is not supported "
-                          f"(this broker speaks {wire.PROTOCOL_VERSION})")
+            return _bad_frame(_salvage_rid(payload), exc, len(payload))
+        out_of_bounds: wire.Error | None = None
         try:
-            principal = self.auth.authenticate(env.token)
-        except BrokerError as exc:
-            log.warning("auth_failed", op=type(env.req).__name__)
-            return _error(env.rid, exc.code, exc.message)
+            req = wire.request_decoder.decode(env.req)
+            op = type(req).__name__
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            found = wire.refusal(exc, env.req) if isinstance(exc, msgspec.ValidationError) else None
+            if found is None:
+                return _bad_frame(env.rid, exc, len(payload))
+            op, out_of_bounds = found[0].__name__, found[1]
+        principal = self.admit(env.v, env.rid, env.token, op)
+        if isinstance(principal, bytes):
+            return principal
+        if out_of_bounds is not None:  # a field broke its bound: refused, naming the field
+            log.info("refused", op=op, principal=principal.name, code=out_of_bounds.code,
+                     field=out_of_bounds.field)
+            return wire.encode(wire.ErrorReply(rid=env.rid, error=out_of_bounds))
         ctx = Ctx(self.db, principal, now)
-        keyed = env.idem is not None and type(env.req) not in wire.READ_ONLY
+        keyed = env.idem is not None and wire.keyed(req)
         try:
             with self.store.savepoint():
                 if keyed:
@@ -63,9 +67,9 @@ class Handlers:
                         "SELECT reply FROM requests WHERE principal = ? AND key = ?",
                         (principal.name, env.idem)).get
                     if stored is not None:
-                        return wire.encode(wire.Reply(
+                        return wire.encode(wire.ResultReply(
                             rid=env.rid, result=msgspec.msgpack.decode(stored, type=wire.ResultBody)))
-                result = self.route(ctx, env.req)
+                result = self.route(ctx, req)
                 if keyed:
                     # a token is shown once and never stored: a replay gets the file's path only
                     stored = (msgspec.structs.replace(result, token="")
@@ -76,14 +80,25 @@ class Handlers:
         except BrokerError as exc:
             # every refusal leaves a trace (never the request's text): who, what, why
             level = log.warning if exc.code in ("forbidden", "unauthorized") else log.info
-            level("refused", op=type(env.req).__name__, principal=principal.name, code=exc.code,
+            level("refused", op=op, principal=principal.name, code=exc.code,
                   field=exc.field)
             return _error(env.rid, exc.code, exc.message, exc.field)
         except Exception:
-            log.exception("request_failed", op=type(env.req).__name__)
+            log.exception("request_failed", op=op)
             return _error(env.rid, "internal", "internal error; see the broker log")
         outbox.extend(ctx.outbox)
-        return wire.encode(wire.Reply(rid=env.rid, result=result))
+        return wire.encode(wire.ResultReply(rid=env.rid, result=result))
+
+    def admit(self, v: int, rid: int, token: str, op: str) -> Principal | bytes:
+        """The principal of a request of this version and token, or the encoded refusal."""
+        if v != wire.PROTOCOL_VERSION:
+            return _error(rid, "version", f"protocol version {v} is not supported "
+                          f"(this broker speaks {wire.PROTOCOL_VERSION})")
+        try:
+            return self.auth.authenticate(token)
+        except BrokerError as exc:
+            log.warning("auth_failed", op=op)
+            return _error(rid, exc.code, exc.message)
 
     # ------------------------------------------------------------------ routing
     def route(self, ctx: Ctx, req: wire.Request) -> wire.Result:
@@ -189,9 +204,14 @@ class Handlers:
         return ctx.outbox
 
 
-def _error(rid: int, code: str, message: str, field: str | None = None) -> bytes:
-    return wire.encode(wire.Reply(rid=rid, error=wire.Error(code=code, message=message,
-                                                            field=field)))
+def _error(rid: int, code: wire.ErrorCode, message: str, field: str | None = None) -> bytes:
+    return wire.encode(wire.ErrorReply(rid=rid, error=wire.Error(code=code, message=message,
+                                                                 field=field)))
+
+
+def _bad_frame(rid: int, exc: Exception, size: int) -> bytes:
+    log.warning("bad_frame", error=str(exc)[:200], size=size)
+    return _error(rid, "bad_frame", f"undecodable request: {exc}")
 
 
 def _salvage_rid(payload: bytes) -> int:
@@ -201,7 +221,3 @@ def _salvage_rid(payload: bytes) -> int:
         return rid if isinstance(rid, int) else 0
     except Exception:
         return 0
-
-
-def now() -> float:
-    return time.time()

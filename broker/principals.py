@@ -9,7 +9,7 @@ import apsw
 
 from chatbox.broker.context import Principal
 from chatbox.broker.errors import Conflict, Invalid, NotFound, Unauthorized
-from chatbox.runtime.workspace import NAME_RE
+from chatbox.bus import wire
 
 
 def token_hash(token: str) -> str:
@@ -18,9 +18,8 @@ def token_hash(token: str) -> str:
 
 
 def check_name(name: str, field: str = "name") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise Invalid(f"{field} {name!r} is invalid: use 1-64 of a-z 0-9 _ . - starting with a "
-                      "letter or digit", field=field)
+    if not wire.is_name(name):
+        raise Invalid(f"{field} {name!r} is invalid: {wire.NAME_RULE}", field=field)
     return name
 
 

@@ -65,7 +65,7 @@ class BusClient:
     def call(self, req: wire.Request, *, idem: str | None = None,
              deadline: float | None = None) -> wire.Result:
         """Send ``req`` and return its result; raise Refused/Unauthorized/Unreachable."""
-        if idem is None and type(req) not in wire.READ_ONLY:
+        if idem is None and wire.keyed(req):
             idem = new_key()
         try:  # the common case: one round trip, no retry machinery
             return self._round_trip(req, idem)
@@ -100,12 +100,10 @@ class BusClient:
                 raise ProtocolError(f"undecodable reply from broker: {exc}") from exc
             if reply.rid == rid:
                 break
-        if reply.error is not None:
+        if isinstance(reply, wire.ErrorReply):  # a reply is a result or an error, never neither
             err = reply.error
             cls = Unauthorized if err.code == "unauthorized" else Refused
             raise cls(err.message, code=err.code, field=err.field)
-        if reply.result is None:
-            raise ProtocolError("reply carries neither result nor error")
         return reply.result
 
     def _dealer_socket(self) -> zmq.Socket:

@@ -1,7 +1,8 @@
 """Where the bus lives: ``ipc://`` sockets in the data directory by default, ``tcp://`` on request.
 
 Over ``ipc://`` the socket files are created by a broker running with umask 077, so they are
-0600. A ``tcp://`` endpoint must be on loopback unless CurveZMQ is configured.
+0600. A ``tcp://`` endpoint must be on loopback: a non-loopback one needs CurveZMQ, which is not
+built yet, so it is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def default_endpoints(data_dir: str | os.PathLike) -> Endpoints:
     return Endpoints(f"ipc://{base / 'bus.req'}", f"ipc://{base / 'bus.pub'}")
 
 
-def check(endpoint: str, *, curve: bool = False) -> str:
+def check(endpoint: str) -> str:
     """Return ``endpoint`` if it is safe to bind, else raise EndpointError saying why."""
     scheme, sep, rest = endpoint.partition("://")
     if not sep or not rest:
@@ -48,7 +49,7 @@ def check(endpoint: str, *, curve: bool = False) -> str:
         if not host or not port.isdigit():
             raise EndpointError(f"tcp endpoint {endpoint!r} needs HOST:PORT")
         host = host.strip("[]")
-        if not curve and not _is_loopback(host):
+        if not _is_loopback(host):
             raise EndpointError(
                 f"refusing to bind {endpoint}: a non-loopback tcp endpoint needs CurveZMQ keys")
         return endpoint

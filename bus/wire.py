@@ -1,13 +1,18 @@
 """The ChatBox wire protocol: every frame on the bus, as msgspec Structs in tagged unions.
 
-A leaf module: it imports nothing of ours. MessagePack on the wire, one encoder and one typed
-decoder per direction, built once.
+A leaf package: ``chatbox.bus`` imports nothing else of ours. MessagePack on the wire, one encoder
+and one typed decoder per direction, built once. This module holds the requests, the envelope,
+the events and the codecs, and re-exports the rest of the wire — the data shapes
+(``shapes``), the results and replies (``results``), the bounds (``bounds``) and the error codes
+(``codes``) — so every caller writes ``wire.X``.
 
 Frames::
 
     request   DEALER -> ROUTER   [ payload ]            ROUTER sees [ routing-id, payload ]
               payload = Envelope{v, rid, token, idem, req: Request}
-    reply     ROUTER -> DEALER   [ payload ]            payload = Reply{rid, result | error}
+              (the broker reads the head first, then the request: version and token come first)
+    reply     ROUTER -> DEALER   [ payload ]            payload = ResultReply{reply="result", rid, result}
+                                                                | ErrorReply{reply="error", rid, error}
     event     PUB -> SUB         [ topic, payload ]     topic = b"<kind>/<name>\\0", payload = Event
 
 Topics end in a NUL byte so that a SUB prefix never matches a longer name (``wake/kim`` must not
@@ -18,106 +23,42 @@ fetches the message itself with an authenticated ``Read`` — so the PUB socket 
 the read ACL. A wake names the agent and its epoch; the database stays the truth.
 
 Every request that changes state may carry ``idem``, a key made by the client: a retry with the
-same key is answered with the first result and never applied twice.
+same key is answered with the first result and never applied twice. :data:`EFFECTS` says, for
+every request type, whether it reads, writes, or only moves a delivery mark.
+
+Request fields carry the bounds of DESIGN §3 as ``msgspec.Meta`` (see ``bounds``): decoding an
+envelope checks them, and :func:`refusal` says which field broke which bound.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from functools import cache
+from typing import Literal, get_args
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+from chatbox.bus.bounds import (CHANNEL_RE, CHANNEL_RULE, MAX_BODY, MAX_LIMIT, MAX_RESOLUTION,  # noqa: F401
+                                MAX_SEARCH, MAX_TITLE, MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE,
+                                TYPE_RULE, Body, ChannelName, Limit, Name, PostType, Resolution,
+                                SearchLimit, Tier, Title, Topic, Violation, explain, is_channel,
+                                is_name)
+from chatbox.bus.codes import ERROR_CODES, ErrorCode  # noqa: F401
+from chatbox.bus.results import (AckResult, AgentCreated, AgentResult, AgentsResult,  # noqa: F401
+                                 ChannelResult, ClaimResult, Done, Error, ErrorReply, HelloResult,
+                                 MessageResult, MessagesResult, PrincipalResult, Reply,
+                                 ReportResult, Result, ResultBody, ResultReply, RoomsResult,
+                                 StatusResult, SubscriptionResult, ThreadResult)
+from chatbox.bus.shapes import (AgentInfo, AgentStateName, ChannelInfo, ChannelKind,  # noqa: F401
+                                FlagAction, Kind, Message, Outcome, Subscription, TurnInfo, View,
+                                WakeMode, _Frame)
+
+PROTOCOL_VERSION = 2  # 2: a reply is a tagged union, result or error
 
 # Liveness over tcp:// only: libzmq's own ZMTP heartbeats find a peer behind a dead link. Over
 # ipc:// a dead peer closes its socket at once, so there are none (an idle fleet sleeps).
 HEARTBEAT_IVL_MS = 10_000
 HEARTBEAT_TIMEOUT_MS = 30_000
 HEARTBEAT_TTL_MS = 30_000
-
-Kind = Literal["chat", "post", "reply", "decision", "escalation", "system"]
-View = Literal["headlines", "digest", "full"]
-WakeMode = Literal["all", "mentions", "none"]
-ChannelKind = Literal["standing", "adhoc", "private", "canary"]
-AgentStateName = Literal["ASLEEP", "WAKING", "BUSY"]
-Outcome = Literal["ok", "failed", "timeout", "livelock", "gave_up", "lost", "vetoed"]
-FlagAction = Literal["pin", "unpin", "close", "resolve", "unresolve"]
-
-
-class _Frame(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
-    pass
-
-
-# --------------------------------------------------------------------------- data shapes
-
-class Message(_Frame):
-    """One stored message, as every interface shows it."""
-
-    seq: int
-    channel: str
-    author: str
-    kind: Kind
-    body: str
-    title: str | None = None
-    type: str | None = None
-    tier: int = 0
-    in_reply_to: int | None = None
-    mentions: list[str] = []
-    chain: int = 0
-    hop: int = 0
-    turn: int | None = None
-    pinned: bool = False
-    status: str = "open"
-    resolution: str | None = None
-    created_at: float = 0.0
-    redelivered: bool = False
-
-
-class ChannelInfo(_Frame):
-    name: str
-    topic: str
-    kind: ChannelKind
-    created_by: str | None = None
-    last_seq: int = 0
-    last_activity: float | None = None
-    unread: int = 0
-    subscribed: bool = False
-    view: View | None = None
-    wake: WakeMode | None = None
-
-
-class Subscription(_Frame):
-    channel: str
-    view: View
-    wake: WakeMode
-    last_read: int = 0
-
-
-class TurnInfo(_Frame):
-    id: int
-    agent: str
-    epoch: int
-    outcome: str | None = None
-    exit_code: int | None = None
-    started_at: float = 0.0
-    ended_at: float | None = None
-    excerpt: str = ""
-    batch: list[int] = []
-
-
-class AgentInfo(_Frame):
-    name: str
-    state: AgentStateName
-    epoch: int = 0
-    paused: bool = False
-    paused_reason: str | None = None
-    engine: str | None = None
-    subscriptions: list[Subscription] = []
-    offsets: dict[str, int] = {}
-    current_turn: int | None = None
-    last_turn: TurnInfo | None = None
-    supervisor: str | None = None
-    revoked: bool = False
 
 
 # --------------------------------------------------------------------------- requests
@@ -135,20 +76,20 @@ class Status(Request, tag="status"):
 
 
 class Post(Request, tag="post"):
-    channel: str | None = None
-    body: str = ""
+    channel: ChannelName | None = None
+    body: Body = ""
     kind: Literal["chat", "post"] = "chat"
-    title: str | None = None
-    type: str | None = None
-    tier: int = 0
+    title: Title | None = None
+    type: PostType | None = None
+    tier: Tier = 0
     in_reply_to: int | None = None
     turn: int | None = None
 
 
 class Read(Request, tag="read"):
-    channel: str
+    channel: ChannelName
     since: int = 0
-    limit: int = 100
+    limit: Limit = 100
 
 
 class GetPost(Request, tag="get_post"):
@@ -156,24 +97,24 @@ class GetPost(Request, tag="get_post"):
 
 
 class Ack(Request, tag="ack"):
-    channel: str
+    channel: ChannelName
     up_to: int
 
 
 class Inbox(Request, tag="inbox"):
-    limit: int = 100
+    limit: Limit = 100
 
 
 class Subscribe(Request, tag="subscribe"):
-    channel: str
+    channel: ChannelName
     view: View = "full"
     wake: WakeMode = "all"
-    agent: str | None = None
+    agent: Name | None = None
 
 
 class Unsubscribe(Request, tag="unsubscribe"):
-    channel: str
-    agent: str | None = None
+    channel: ChannelName
+    agent: Name | None = None
 
 
 class Rooms(Request, tag="rooms"):
@@ -181,26 +122,26 @@ class Rooms(Request, tag="rooms"):
 
 
 class CreateChannel(Request, tag="create_channel"):
-    name: str
-    topic: str = ""
+    name: ChannelName
+    topic: Topic = ""
     kind: Literal["adhoc", "private", "canary"] = "adhoc"
 
 
 class SetFlag(Request, tag="set_flag"):
     seq: int
     action: FlagAction
-    resolution: str | None = None
+    resolution: Resolution | None = None
 
 
 class Search(Request, tag="search"):
     query: str
-    channel: str | None = None
-    limit: int = 20
+    channel: ChannelName | None = None
+    limit: SearchLimit = 20
 
 
 class AddAgent(Request, tag="add_agent"):
-    name: str
-    subscribe: list[str] = []
+    name: Name
+    subscribe: list[ChannelName] = []
     wake: WakeMode = "all"
     view: View = "full"
     engine: str | None = None
@@ -211,17 +152,17 @@ class ListAgents(Request, tag="list_agents"):
 
 
 class ShowAgent(Request, tag="show_agent"):
-    name: str
+    name: Name
 
 
 class SetPaused(Request, tag="set_paused"):
-    name: str
+    name: Name
     paused: bool
     reason: str | None = None
 
 
 class Revoke(Request, tag="revoke"):
-    name: str
+    name: Name
 
 
 class Sync(Request, tag="sync"):
@@ -242,20 +183,20 @@ class Decide(Request, tag="decide"):
 class Escalate(Request, tag="escalate"):
     """Ask a human: a tier-2 post in #alerts naming the asker, the reason and the evidence."""
 
-    reason: str
+    reason: Body
     seq: int | None = None
     turn: int | None = None
 
 
 class Decisions(Request, tag="decisions"):
-    channel: str | None = None
-    limit: int = 20
+    channel: ChannelName | None = None
+    limit: SearchLimit = 20
 
 
 class Hello(Request, tag="hello"):
     """A supervisor announces itself for its agent (after subscribing to its wakes)."""
 
-    agent: str
+    agent: Name
     supervisor: str
     pid: int | None = None
     host: str | None = None
@@ -264,13 +205,13 @@ class Hello(Request, tag="hello"):
 
 
 class Claim(Request, tag="claim"):
-    agent: str
+    agent: Name
     supervisor: str
     epoch: int
 
 
 class TurnReport(Request, tag="turn_report"):
-    agent: str
+    agent: Name
     supervisor: str
     turn: int
     epoch: int
@@ -289,132 +230,79 @@ RequestBody = (
     | Sync | Decide | Escalate | Decisions | Hello | Claim | TurnReport
 )
 
-# Requests that only read: never carry an idempotency key, never retried as writes.
-READ_ONLY: frozenset[type] = frozenset({Whoami, Status, Read, GetPost, Rooms, Search, ListAgents,
-                                        ShowAgent, Decisions, Sync})
+# What each request does to the broker's state — the one classification, used by the client
+# (which keys what writes) and the broker (which replays a keyed request's first answer):
+#   reads  changes nothing stored (Sync publishes an event, and stores nothing);
+#   marks  only moves the reader's delivery mark up to what it was shown: the same however often
+#          it is applied, so a retry needs no key and no stored answer;
+#   writes anything else: carries an idempotency key, applied once, its first answer replayed.
+Effect = Literal["reads", "marks", "writes"]
+EFFECTS: dict[type[Request], Effect] = {
+    Whoami: "reads", Status: "reads", GetPost: "reads", Rooms: "reads", Search: "reads",
+    ListAgents: "reads", ShowAgent: "reads", Decisions: "reads", Sync: "reads",
+    Read: "marks",
+    Post: "writes", Ack: "writes", Inbox: "writes", Subscribe: "writes", Unsubscribe: "writes",
+    CreateChannel: "writes", SetFlag: "writes", AddAgent: "writes", SetPaused: "writes",
+    Revoke: "writes", Decide: "writes", Escalate: "writes", Hello: "writes", Claim: "writes",
+    TurnReport: "writes",
+}
+assert set(EFFECTS) == set(get_args(RequestBody)), "every request type is classified once"
+# Requests that carry no idempotency key: those that do not write.
+READ_ONLY: frozenset[type[Request]] = frozenset(t for t, e in EFFECTS.items() if e != "writes")
 
 
-class Envelope(_Frame):
+def keyed(req: Request | type[Request]) -> bool:
+    """Does this request carry an idempotency key (is it a write)?"""
+    return EFFECTS[req if isinstance(req, type) else type(req)] == "writes"
+
+
+class _EnvelopeFields(_Frame):
     v: int
     rid: int
     token: str
-    req: RequestBody
     idem: str | None = None
 
 
-# --------------------------------------------------------------------------- results
+class Envelope(_EnvelopeFields, kw_only=True):
+    """A request as a client sends it."""
 
-class Result(_Frame, tag_field="kind"):
-    pass
-
-
-class Done(Result, tag="done"):
-    pass
+    req: RequestBody
 
 
-class PrincipalResult(Result, tag="principal"):
-    name: str
-    role: str
+class EnvelopeHead(_EnvelopeFields, kw_only=True):
+    """A request as the broker first reads it: the request itself still raw, so the version and
+    token are checked (and the rid known) before the request is decoded with its bounds."""
+
+    req: msgspec.Raw
 
 
-class MessageResult(Result, tag="message"):
-    message: Message
+REQUEST_TYPES: dict[str, type[Request]] = {t.__struct_config__.tag: t
+                                           for t in get_args(RequestBody)}
 
 
-class MessagesResult(Result, tag="messages"):
-    messages: list[Message]
-    last_seq: int = 0
-    more: bool = False
+@cache
+def request_schema(kind: type[Request]) -> tuple[dict, dict]:
+    """The JSON Schema of one request type and its components, for :func:`refusal`."""
+    (schema,), defs = msgspec.json.schema_components([kind], ref_template="#/$defs/{name}")
+    return schema, defs
 
 
-class ThreadResult(Result, tag="thread"):
-    post: Message
-    replies: list[Message]
-
-
-class AckResult(Result, tag="ack"):
-    channel: str
-    last_read: int
-
-
-class SubscriptionResult(Result, tag="subscription"):
-    agent: str
-    subscription: Subscription
-
-
-class RoomsResult(Result, tag="rooms"):
-    channels: list[ChannelInfo]
-
-
-class ChannelResult(Result, tag="channel"):
-    channel: ChannelInfo
-
-
-class AgentCreated(Result, tag="agent_created"):
-    name: str
-    token: str
-    token_path: str
-
-
-class AgentsResult(Result, tag="agents"):
-    agents: list[AgentInfo]
-
-
-class AgentResult(Result, tag="agent"):
-    agent: AgentInfo
-
-
-class StatusResult(Result, tag="status"):
-    version: str
-    workspace: str
-    pid: int
-    started_at: float
-    last_seq: int
-    channels: int
-    principals: int
-    agents: list[AgentInfo] = []
-
-
-class HelloResult(Result, tag="hello"):
-    state: AgentStateName
-    epoch: int
-    paused: bool
-    pending: bool
-    """True when the supervisor should claim now (work is waiting, wake or no wake)."""
-
-
-class ClaimResult(Result, tag="claim"):
-    turn: int | None
-    epoch: int
-    messages: list[Message] = []
-
-
-class ReportResult(Result, tag="report"):
-    state: AgentStateName
-    epoch: int = 0
-    acked: dict[str, int] = {}
-    reply: Message | None = None
-
-
-ResultBody = (
-    Done | PrincipalResult | MessageResult | MessagesResult | ThreadResult | AckResult
-    | SubscriptionResult | RoomsResult | ChannelResult | AgentCreated | AgentsResult | AgentResult
-    | StatusResult | HelloResult | ClaimResult | ReportResult
-)
-
-
-class Error(_Frame):
-    """A refusal: a stable code, one sentence for a human, and the field at fault if any."""
-
-    code: str
-    message: str
-    field: str | None = None
-
-
-class Reply(_Frame):
-    rid: int
-    result: ResultBody | None = None
-    error: Error | None = None
+def refusal(exc: msgspec.ValidationError, raw: bytes) -> tuple[type[Request], Error] | None:
+    """When the request ``raw`` failed to decode only because a field broke its bound (a name's
+    pattern, a body's length, a closed set): the request's type, and the refusal naming the
+    field. None when the request itself is malformed (a ``bad_frame``)."""
+    try:
+        data = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    kind = REQUEST_TYPES.get(data.get("op")) if isinstance(data, dict) else None
+    if kind is None:
+        return None
+    schema, defs = request_schema(kind)
+    why = explain(exc, data, schema, defs)
+    if not why.bound or not why.path:
+        return None
+    return kind, Error(code=why.code, message=why.message, field=str(why.path[0]))
 
 
 # --------------------------------------------------------------------------- events
@@ -455,7 +343,8 @@ EventBody = MessageEvent | WakeEvent | AgentEvent | SyncEvent
 
 _encoder = msgspec.msgpack.Encoder()
 encode = _encoder.encode
-envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+envelope_decoder = msgspec.msgpack.Decoder(EnvelopeHead)  # then request_decoder on its req
+request_decoder = msgspec.msgpack.Decoder(RequestBody)
 reply_decoder = msgspec.msgpack.Decoder(Reply)
 event_decoder = msgspec.msgpack.Decoder(EventBody)
 

@@ -1,4 +1,5 @@
-"""bus/wire.py: every frame round-trips, frames are strict, topics are NUL-terminated."""
+"""bus/wire.py: every frame round-trips, frames are strict, bounds are the wire's, topics are
+NUL-terminated, and every request is classified as reading or writing — truthfully."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import msgspec
 import pytest
 import zmq
 
+from chatbox.broker import errors as broker_errors
+from chatbox.broker.store import index_messages
 from chatbox.bus import wire
 
 MSG = wire.Message(seq=7, channel="#general", author="kim", kind="reply", body="hi @bob",
@@ -97,11 +100,18 @@ def test_the_samples_cover_every_frame_type():
     assert {type(e) for e in EVENTS} == _members(wire.EventBody)
 
 
+def _sent(env: wire.Envelope) -> tuple[wire.EnvelopeHead, wire.Request]:
+    """What the broker reads of an envelope: the head, then the request."""
+    head = wire.envelope_decoder.decode(wire.encode(env))
+    return head, wire.request_decoder.decode(head.req)
+
+
 @pytest.mark.parametrize("req", REQUESTS, ids=lambda r: type(r).__name__)
 def test_every_request_round_trips_in_an_envelope(req):
     """STYLE (wire): one encoder and one typed decoder per direction."""
     env = wire.Envelope(v=wire.PROTOCOL_VERSION, rid=5, token="cbx_t", req=req, idem="k")
-    assert wire.envelope_decoder.decode(wire.encode(env)) == env
+    head, got = _sent(env)
+    assert (head.v, head.rid, head.token, head.idem, got) == (env.v, 5, "cbx_t", "k", req)
 
 
 @pytest.mark.parametrize("req", REQUESTS, ids=lambda r: type(r).__name__)
@@ -111,41 +121,62 @@ def test_every_request_round_trips_with_only_its_defaults(req):
                 if f.required}
     bare = type(req)(**required)
     env = wire.Envelope(v=1, rid=1, token="t", req=bare)
-    assert wire.envelope_decoder.decode(wire.encode(env)).req == bare
+    assert _sent(env)[1] == bare
 
 
 @pytest.mark.parametrize("result", RESULTS, ids=lambda r: type(r).__name__)
 def test_every_result_round_trips_in_a_reply(result):
     """STYLE (wire): replies carry a tagged result."""
-    reply = wire.Reply(rid=5, result=result)
-    assert wire.reply_decoder.decode(wire.encode(reply)) == reply
+    reply = wire.ResultReply(rid=5, result=result)
+    got = wire.reply_decoder.decode(wire.encode(reply))
+    assert got == reply and got.error is None
 
 
 def test_an_error_reply_round_trips():
     """wire: a refusal is a code, a sentence, and the field at fault."""
-    reply = wire.Reply(rid=5, error=wire.Error(code="invalid", message="no", field="body"))
-    assert wire.reply_decoder.decode(wire.encode(reply)) == reply
+    reply = wire.ErrorReply(rid=5, error=wire.Error(code="invalid", message="no", field="body"))
+    got = wire.reply_decoder.decode(wire.encode(reply))
+    assert got == reply and got.result is None
 
 
-@pytest.mark.parametrize("event", EVENTS, ids=lambda e: type(e).__name__)
-def test_every_event_round_trips(event):
-    """wire: events are a tagged union decoded by one decoder."""
-    assert wire.event_decoder.decode(wire.encode(event)) == event
+@pytest.mark.parametrize("frame", [
+    {"rid": 1},
+    {"rid": 1, "result": None, "error": None},
+    {"reply": "result", "rid": 1},
+    {"reply": "error", "rid": 1},
+    {"reply": "result", "rid": 1, "result": {"kind": "done"},
+     "error": {"code": "invalid", "message": "x"}},
+], ids=["untagged", "both-null", "result-without-result", "error-without-error", "both"])
+def test_a_reply_is_a_result_or_an_error_never_neither_nor_both(frame):
+    """Issue 12 item 4: a reply is a result or an error, never neither."""
+    with pytest.raises(msgspec.ValidationError):
+        wire.reply_decoder.decode(msgspec.msgpack.encode(frame))
+
+
+def test_every_code_the_broker_produces_is_a_wire_error_code():
+    """Issue 12 item 4: error codes are one Literal; an unknown code fails to decode."""
+    classes = [broker_errors.BrokerError, *broker_errors.BrokerError.__subclasses__()]
+    classes += [c for k in list(classes) for c in k.__subclasses__()]
+    assert {c.code for c in classes} <= wire.ERROR_CODES
+    raw = msgspec.msgpack.encode({"reply": "error", "rid": 1,
+                                  "error": {"code": "oops", "message": "x"}})
+    with pytest.raises(msgspec.ValidationError):
+        wire.reply_decoder.decode(raw)
 
 
 def test_an_unknown_field_in_a_request_is_rejected():
     """STYLE (wire): frames forbid unknown fields."""
-    raw = msgspec.msgpack.encode({"v": 1, "rid": 1, "token": "t",
-                                  "req": {"op": "ack", "channel": "#g", "up_to": 1, "all": True}})
+    raw = msgspec.msgpack.encode({"op": "ack", "channel": "#g", "up_to": 1, "all": True})
     with pytest.raises(msgspec.ValidationError, match="all"):
-        wire.envelope_decoder.decode(raw)
+        wire.request_decoder.decode(raw)
 
 
 def test_an_unknown_field_in_an_envelope_reply_or_event_is_rejected():
     """STYLE (wire): frames forbid unknown fields at every level."""
     env = msgspec.msgpack.encode({"v": 1, "rid": 1, "token": "t", "req": {"op": "whoami"},
                                   "sudo": True})
-    reply = msgspec.msgpack.encode({"rid": 1, "result": {"kind": "done", "extra": 1}})
+    reply = msgspec.msgpack.encode({"reply": "result", "rid": 1,
+                                    "result": {"kind": "done", "extra": 1}})
     event = msgspec.msgpack.encode({"ev": "wake", "agent": "kim", "epoch": 1, "extra": 1})
     for decoder, raw in ((wire.envelope_decoder, env), (wire.reply_decoder, reply),
                          (wire.event_decoder, event)):
@@ -155,25 +186,149 @@ def test_an_unknown_field_in_an_envelope_reply_or_event_is_rejected():
 
 def test_an_unknown_op_is_rejected():
     """STYLE (wire): requests are a closed tagged union."""
-    raw = msgspec.msgpack.encode({"v": 1, "rid": 1, "token": "t", "req": {"op": "drop_table"}})
     with pytest.raises(msgspec.ValidationError):
-        wire.envelope_decoder.decode(raw)
+        wire.request_decoder.decode(msgspec.msgpack.encode({"op": "drop_table"}))
 
 
 def test_a_literal_field_rejects_an_unknown_value():
     """wire: wake modes, views, kinds and outcomes are closed sets."""
-    raw = msgspec.msgpack.encode({"v": 1, "rid": 1, "token": "t",
-                                  "req": {"op": "subscribe", "channel": "#g", "wake": "always"}})
+    raw = msgspec.msgpack.encode({"op": "subscribe", "channel": "#g", "wake": "always"})
     with pytest.raises(msgspec.ValidationError):
-        wire.envelope_decoder.decode(raw)
+        wire.request_decoder.decode(raw)
 
 
-def test_read_only_requests_are_exactly_those_that_change_nothing():
+# --------------------------------------------------------------------------- bounds
+
+def _decodes(req: wire.Request) -> bool:
+    try:
+        wire.request_decoder.decode(wire.encode(req))
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["bob\n", "Bob", "", "-bob", "b" * 65, "bo b", "bob\n\n"])
+def test_a_name_must_match_as_a_whole_string(name):
+    """DESIGN §3: names match ^[a-z0-9][a-z0-9_.-]{0,63}$ — the whole string, no trailing \\n."""
+    assert not wire.is_name(name) and not wire.NAME_RE.match(name)
+    assert not _decodes(wire.AddAgent(name=name))
+    assert not wire.is_channel("#" + name) and not _decodes(wire.Read(channel="#" + name))
+
+
+@pytest.mark.parametrize("name", ["bob", "b", "bot.v2", "a_b-c", "0" + "x" * 63])
+def test_a_good_name_passes_everywhere(name):
+    """DESIGN §3: 1-64 of a-z 0-9 _ . - starting with a letter or digit."""
+    assert wire.is_name(name) and _decodes(wire.AddAgent(name=name, subscribe=["#" + name]))
+
+
+def test_body_and_title_bounds_are_inclusive():
+    """DESIGN §3: a body is at most 64 KiB, a title 200 characters."""
+    assert _decodes(wire.Post(channel="#g", body="x" * wire.MAX_BODY, title="t" * wire.MAX_TITLE))
+    assert not _decodes(wire.Post(channel="#g", body="x" * (wire.MAX_BODY + 1)))
+    assert not _decodes(wire.Post(channel="#g", body="b", title="t" * (wire.MAX_TITLE + 1)))
+
+
+@pytest.mark.parametrize(("req", "code", "field", "words"), [
+    (wire.Post(channel="#g", body="x" * (64 * 1024 + 1)), "too_large", "body",
+     "over the limit of 65536"),
+    (wire.Post(channel="#Bad!"), "invalid", "channel", "#general"),
+    (wire.Post(channel="#g", tier=3), "invalid", "tier", "0, 1, 2"),
+    (wire.AddAgent(name="bob\n"), "invalid", "name", "a-z 0-9"),
+    (wire.AddAgent(name="bob", subscribe=["#ok", "nope"]), "invalid", "subscribe", "'nope'"),
+    (wire.Read(channel="#g", limit=0), "invalid", "limit", "at least 1"),
+], ids=["body", "channel", "tier", "name", "subscribe", "limit"])
+def test_a_bound_violation_is_explained_naming_the_field(req, code, field, words):
+    """DESIGN §3: violations get a clear error naming the field, never a crash."""
+    raw = wire.encode(req)
+    with pytest.raises(msgspec.ValidationError) as info:
+        wire.request_decoder.decode(raw)
+    kind, err = wire.refusal(info.value, raw)
+    assert kind is type(req) and (err.code, err.field) == (code, field)
+    assert words in err.message and len(err.message) < 200
+
+
+def test_a_malformed_request_is_not_explained_as_a_bound():
+    """wire: a value of the wrong type is a bad frame, not a bound violation."""
+    raw = msgspec.msgpack.encode({"op": "post", "body": ["not", "text"]})
+    with pytest.raises(msgspec.ValidationError) as info:
+        wire.request_decoder.decode(raw)
+    assert wire.refusal(info.value, raw) is None
+
+
+# --------------------------------------------------------------------------- effects
+
+def test_every_request_type_is_classified_once():
     """DESIGN §2: every request that changes state carries an idempotency key."""
-    assert wire.READ_ONLY <= _members(wire.RequestBody)
-    for writer in (wire.Post, wire.Ack, wire.Inbox, wire.Subscribe, wire.AddAgent, wire.Revoke,
-                   wire.Hello, wire.Claim, wire.TurnReport, wire.Decide, wire.SetFlag):
-        assert writer not in wire.READ_ONLY
+    assert set(wire.EFFECTS) == _members(wire.RequestBody)
+    assert wire.READ_ONLY == {t for t, e in wire.EFFECTS.items() if e in ("reads", "marks")}
+    assert all(wire.keyed(t) == (t not in wire.READ_ONLY) for t in wire.EFFECTS)
+
+
+def _state(hub) -> dict[str, list[tuple]]:
+    """Every stored row, table by table (the full-text index is derived: fed, then left out)."""
+    with hub.store.write():
+        index_messages(hub.store.db)
+    db = hub.store.db
+    tables = [t for (t,) in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "AND name NOT LIKE 'messages_fts%' ORDER BY name")]
+    return {t: sorted(map(tuple, db.execute(f"SELECT * FROM {t}")), key=repr) for t in tables}
+
+
+def _offsets_without(state: dict[str, list[tuple]], hub, *drop: str) -> dict[str, list[tuple]]:
+    cols = [c[1] for c in hub.store.db.execute("PRAGMA table_info(offsets)")]
+    keep = [i for i, c in enumerate(cols) if c not in drop]
+    return {**state, "offsets": sorted((tuple(r[i] for i in keep) for r in state["offsets"]),
+                                       key=repr)}
+
+
+def _world(hub) -> tuple[dict[str, str], dict[type, wire.Request]]:
+    """A workspace with an agent, a thread and a decision, and one sample request of each kind
+    that succeeds there."""
+    kim = hub.add_agent("kim", "#general")
+    post = hub.post("#general", "deploy question", kim, kind="post", title="T", tier=2)
+    hub.post(None, "deploy answer", in_reply_to=post.seq)
+    hub.ok(wire.Decide(seq=post.seq, approve=True, reason="fine"))
+    samples = {type(r): r for r in REQUESTS}
+    samples[wire.GetPost] = wire.GetPost(seq=post.seq)
+    samples[wire.Read] = wire.Read(channel="#general")
+    return {"alice": hub.admin, "kim": kim}, samples
+
+
+@pytest.mark.parametrize("who", ["alice", "kim"])
+def test_requests_classified_as_reads_change_nothing_stored(hub, who):
+    """DESIGN §2: a request without an idempotency key must not change state; checked on a real
+    store, for every request the wire classifies as a read."""
+    tokens, samples = _world(hub)
+    reads = [t for t, e in wire.EFFECTS.items() if e == "reads"]
+    for kind in reads:
+        before = _state(hub)
+        reply = hub.send(samples[kind], tokens[who])
+        if who == "alice":  # the admin may do every read
+            assert reply.error is None, (kind.__name__, reply.error)
+        assert _state(hub) == before, f"{kind.__name__} changed the store"
+
+
+def test_a_request_classified_as_marks_only_moves_delivery_marks_and_repeats_harmlessly(hub):
+    """DESIGN §2: Read marks what it shows as delivered — the one write a retry may repeat
+    without a key, since applying it again changes nothing more."""
+    tokens, samples = _world(hub)
+    for kind in (t for t, e in wire.EFFECTS.items() if e == "marks"):
+        before = _state(hub)
+        hub.ok(samples[kind], tokens["kim"])
+        once = _state(hub)
+        assert once != before, f"{kind.__name__} marks nothing: classify it as a read"
+        marks = ("delivered", "updated_at")
+        assert _offsets_without(once, hub, *marks) == _offsets_without(before, hub, *marks)
+        hub.ok(samples[kind], tokens["kim"])
+        assert _offsets_without(_state(hub), hub, "updated_at") == \
+            _offsets_without(once, hub, "updated_at")
+
+
+def test_requests_classified_as_writes_carry_a_key_from_the_client():
+    """DESIGN §2: the client keys exactly the requests the wire classifies as writes."""
+    for req in REQUESTS:
+        assert wire.keyed(req) == (wire.EFFECTS[type(req)] == "writes")
 
 
 def test_topics_end_in_nul():
