@@ -2,8 +2,9 @@
 machine it runs on, percentiles, tables, and the baselines every figure is compared with.
 
 A benchmark never touches the user's workspace: ``BenchBroker`` makes a short temporary one
-(ipc socket paths are limited to ~100 bytes), starts ``python -m chatbox.broker`` on it with a bounded
-wait for the "ready" line, and removes it afterwards. Everything talks over ``ipc://`` only.
+(ipc socket paths are limited to ~100 bytes), starts ``python -m chatbox.broker`` on it through
+the process harness (``chatbox.harness``: a bounded wait for the "ready" line, a kill of the
+group at the end), and removes it afterwards. Everything talks over ``ipc://`` only.
 
 ``BenchBroker(probe=True)`` runs the same broker under the timing probe of ``bench/probe.py``
 (per batch: its size and the time spent draining, handling, committing and replying), for
@@ -17,8 +18,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,15 +30,15 @@ if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
 import apsw  # noqa: E402
 import zmq  # noqa: E402
 
+from chatbox import harness  # noqa: E402
+from chatbox.harness import short_tempdir  # noqa: E402
+
 # ---------------------------------------------------------------------------- the broker
 
 
-def short_tempdir(prefix: str = "cbxb") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
-
-
 class BenchBroker:
-    """A broker process on a fresh temporary workspace; a context manager that always cleans up."""
+    """A broker process on a fresh temporary workspace; a context manager that always cleans up.
+    The process itself is a ``chatbox.harness.Process``."""
 
     def __init__(self, *, synchronous: str = "FULL", probe: bool = False, human: str = "bench",
                  channel: str = "#bench", history: int = 0, what_if: tuple[str, ...] = ()):
@@ -47,7 +46,7 @@ class BenchBroker:
         from chatbox.runtime.workspace import Workspace
 
         self.synchronous = synchronous
-        self.root = short_tempdir()
+        self.root = short_tempdir("cbxb")
         self.ws = Workspace(self.root)
         self.human = human
         self.admin_token = init_workspace(self.ws, human)
@@ -55,9 +54,7 @@ class BenchBroker:
         prefill(self.ws.db_path, channel, human, history)
         self.probe_path = self.root / "probe.json" if probe else None
         self.what_if = what_if
-        self.log_path = self.root / "broker.log"
-        self.popen: subprocess.Popen | None = None
-        self._log = None
+        self.proc: harness.Process | None = None
 
     @property
     def endpoints(self):
@@ -68,26 +65,14 @@ class BenchBroker:
 
         argv = broker_argv(self.probe_path, self.what_if)
         argv += ["--workspace", str(self.root), "--synchronous", self.synchronous]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOX_")}
-        env["PYTHONPATH"] = str(ROOT)
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while b'"ready"' not in self.log_path.read_bytes():
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"broker did not get ready:\n{self.log_text()[-2000:]}")
-            time.sleep(0.02)
+        self.proc = harness.spawn("broker", argv, log_dir=self.root, cwd=self.root,
+                                  env=harness.child_env(None, PYTHONPATH=str(ROOT)),
+                                  ready_timeout=timeout)
         return self
 
     @property
     def pid(self) -> int:
-        return self.popen.pid
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        return self.proc.pid
 
     def client(self, **kw):
         from chatbox.bus.client import BusClient
@@ -96,22 +81,12 @@ class BenchBroker:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGINT (graceful), then SIGKILL of the group if it does not exit in time."""
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.popen.returncode if self.popen else None
+        return self.proc.stop(timeout=timeout) if self.proc is not None else None
 
     def kill(self) -> None:
         """SIGKILL: no graceful close, no final checkpoint — what a crash leaves on disk."""
-        if self.popen is not None and self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait(5)
+        if self.proc is not None:
+            self.proc.kill()
 
     def count(self, sql: str, params: tuple = ()) -> int:
         """One integer from the database, read directly (the broker must be stopped)."""
@@ -129,8 +104,6 @@ class BenchBroker:
 
     def close(self) -> None:
         self.kill()
-        if self._log is not None:
-            self._log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> BenchBroker:

@@ -65,7 +65,8 @@ from bench.probe import PROBE_FIELDS, broker_argv, read_batches  # noqa: E402
 from bench.turn_baselines import measure_baselines, summary  # noqa: E402
 from chatbox.bus import wire  # noqa: E402
 from chatbox.bus.client import BusClient  # noqa: E402
-from tests.fleet import Fleet, Proc  # noqa: E402
+from chatbox.harness import Process, Timeout, wait_event  # noqa: E402
+from tests.fleet import Fleet  # noqa: E402
 
 # The default turn budget (30 an hour) would pause an agent of a 200-post run; nothing else
 # differs from the defaults.
@@ -86,22 +87,15 @@ def start_fleet(agents: list[str], channel: str, *, wake: str, debug: bool,
     fleet = Fleet()
     try:
         fleet.write_config(CONFIG)
-        if probe:
-            fleet.broker = Proc("broker", broker_argv(fleet.root / "probe.json"), fleet.ws,
-                                fleet.logs)
-            fleet.broker.wait_log("ready")
-        else:
-            fleet.start_broker()
+        fleet.start_broker(broker_argv(fleet.root / "probe.json") if probe else None)
         fleet.client().call(wire.CreateChannel(name=channel, topic="dispatch benchmark"))
         for a in agents:
             fleet.add_agent(a, channel, wake=wake)
         extra = ["--log-level", "debug"] if debug else []
-        for a in agents:
-            fleet.supervisors[a] = Proc(f"supervisor-{a}",
-                                        [sys.executable, "-m", "chatbox.supervisor", "--agent", a, *extra],
-                                        fleet.ws, fleet.logs)
-        for proc in fleet.supervisors.values():
-            proc.wait_log("ready", timeout=120)
+        started = [fleet.spawn_supervisor(a, *extra) for a in agents]
+        for proc in started:
+            proc.wait_ready(timeout=120)
+        fleet.supervisors = dict(zip(agents, started))  # keyed by agent, as the phases read them
     except BaseException:
         fleet.close()
         raise
@@ -123,25 +117,24 @@ class Watcher:
     def turns_done(self, agents: set[str], timeout: float) -> None:
         """Return once every agent in ``agents`` went BUSY and then ASLEEP (its turn reported)."""
         busy, done = set(), set()
-        deadline = time.monotonic() + timeout
-        while done != agents:
-            left = deadline - time.monotonic()
-            got = self.client.recv_event(left) if left > 0 else None
-            if got is None:
-                raise RuntimeError(f"{len(agents - done)} agents did not finish a turn within "
-                                   f"{timeout:g}s: {sorted(agents - done)[:5]}")
-            ev = got[1]
+
+        def seen(ev: wire.Event) -> None:
             if isinstance(ev, wire.AgentEvent) and ev.agent in agents:
                 if ev.state == "BUSY":
                     busy.add(ev.agent)
                 elif ev.state == "ASLEEP" and ev.agent in busy:
                     done.add(ev.agent)
+        try:
+            wait_event(self.client, lambda _: done == agents, timeout, seen=seen)
+        except Timeout:
+            raise RuntimeError(f"{len(agents - done)} agents did not finish a turn within "
+                               f"{timeout:g}s: {sorted(agents - done)[:5]}") from None
 
     def close(self) -> None:
         self.client.close()
 
 
-def turns_by_seq(proc: Proc) -> dict[int, dict]:
+def turns_by_seq(proc: Process) -> dict[int, dict]:
     """The supervisor's turns of one message each, by that message's seq: the times (epoch
     seconds) of its first wake before the turn, turn_start, turn_spawned and the turn line."""
     out, by_turn, wake = {}, {}, None

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from chatbox import harness
 from chatbox.broker import entry as broker
 from chatbox.bus import wire
 from chatbox.bus.client import BusClient
@@ -48,26 +47,20 @@ class Demo:
         self.ws = Workspace(root)
         self.out = out
         self.t0 = time.monotonic()
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.procs: list[harness.Process] = []
         self.logs = root / "logs"
         self.states = {"echo": "ASLEEP", "scribe": "ASLEEP"}
 
     def say(self, who: str, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.2f}s] {who:<8} {text}", file=self.out, flush=True)
 
-    def spawn(self, name: str, argv: list[str], ready: str = '"ready"') -> None:
-        log_path = self.logs / f"{name}.log"
-        fh = open(log_path, "wb")
+    def spawn(self, name: str, argv: list[str]) -> None:
+        """Start ``argv`` through the process harness and wait for its "ready" line."""
         env = dict(os.environ, **{runtime_env.WORKSPACE: str(self.root)})
-        proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        fh.close()
-        self.procs.append((name, proc))
-        deadline = time.monotonic() + 20
-        while ready not in log_path.read_text(encoding="utf-8", errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.02)
+        proc = harness.Process(name, argv, log_path=self.logs / f"{name}.log", cwd=self.root,
+                               env=env)
+        self.procs.append(proc)
+        proc.wait_ready(20)
         self.say(name, f"started (pid {proc.pid})")
 
     def run(self) -> int:
@@ -110,19 +103,21 @@ class Demo:
 
     def follow(self, client: BusClient, quiet: float = 1.0, limit: float = 30.0,
                until=None) -> None:
-        """Print events until ``until(event)`` holds, or every agent has slept ``quiet`` seconds."""
+        """Print events until ``until(event)`` holds, or every agent has slept ``quiet`` seconds
+        (an agent's reply may wake another: asleep for a moment is not settled yet)."""
         states = self.states
         deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            got = client.recv_event(quiet)
-            if got is None:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                for ev in harness.events(client, left, idle=quiet):
+                    self.show(client, ev, states)
+                    if until is not None and until(ev):
+                        return
+            except harness.Quiet:
                 if all(s == "ASLEEP" for s in states.values()):
                     return
-                continue
-            _, ev = got
-            self.show(client, ev, states)
-            if until is not None and until(ev):
-                return
+            except harness.Timeout:
+                break
         raise RuntimeError(f"the fleet did not settle within {limit:g}s")
 
     def show(self, client: BusClient, ev: wire.Event, states: dict[str, str]) -> None:
@@ -136,15 +131,8 @@ class Demo:
                 self.say(m.author, f"{where} {m.channel}: {_safe(m.body)}")
 
     def stop(self) -> None:
-        for name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(5)
-            self.say(name, f"stopped (exit {proc.returncode})")
+        for proc in reversed(self.procs):
+            self.say(proc.name, f"stopped (exit {proc.stop(timeout=10)})")
 
 
 def main(argv: list[str] | None = None) -> int:

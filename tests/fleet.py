@@ -1,151 +1,110 @@
 """Real processes for integration tests: a broker and supervisors on a temporary workspace.
 
-Every start waits for a readiness handshake (the "ready" log line) with a bounded wait; every
-process is killed at teardown, whatever the test did.
+The process harness is ``chatbox.harness`` (shared with ``bench/`` and ``chatbox demo``): every
+start waits for the "ready" log line, every wait is bounded. This module adds what is the tests'
+own: a workspace with its admin token, one bus client per token, and teardown that kills every
+process the test started, whatever it did.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
+from chatbox.broker.bootstrap import init_workspace
 from chatbox.bus import wire
 from chatbox.bus.client import BusClient
+from chatbox.harness import Process, short_tempdir, wait_event, wait_for
 from chatbox.runtime.workspace import Workspace
+from chatbox import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-             what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def short_tempdir(prefix: str = "cbx") -> Path:
-    """A temporary directory with a short path (ipc socket paths are limited to ~100 bytes)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
+__all__ = ["ROOT", "Fleet", "Gate", "Process", "child_env", "short_tempdir", "wait_event",
+           "wait_for"]
 
 
 def child_env(ws: Workspace, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOX_")}
-    env["CHATBOX_WORKSPACE"] = str(ws.root)
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
+    """This environment without ``CHATBOX_*``, for ``ws``, importing this checkout first."""
+    return harness.child_env(ws.root, PYTHONPATH=str(ROOT), **extra)
 
 
-class Proc:
-    """A child process whose stderr goes to a log file we can wait on."""
+class Gate:
+    """A FIFO a stub turn waits at (``CHATBOX_STUB_GATE``, ``supervisor/stub.py``) until the
+    test opens it; from then on every turn passes. Closed at fleet teardown."""
 
-    def __init__(self, name: str, argv: list[str], ws: Workspace, log_dir: Path,
-                 env: dict[str, str] | None = None):
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
-            self.popen = subprocess.Popen(argv, cwd=ws.root, env=env or child_env(ws),
-                                          stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+    def __init__(self, path: Path):
+        self.path = path
+        os.mkfifo(path, 0o600)
+        self._fd: int | None = None
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
+    def open(self) -> None:
+        """Let every waiting and later turn through (a writer end held open, never blocking)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR)
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def log_events(self) -> list[dict]:
-        out = []
-        for line in self.log_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def wait_log(self, event: str, timeout: float = 15.0, count: int = 1, **match: object) -> dict:
-        def found():
-            if self.popen.poll() is not None and not _matches(self.log_events(), event, match):
-                raise AssertionError(f"{self.name} exited with {self.popen.returncode} before "
-                                     f"logging {event!r}:\n{self.log_text()[-3000:]}")
-            hits = _matches(self.log_events(), event, match)
-            return hits[count - 1] if len(hits) >= count else None
-        return wait_for(found, timeout, what=f"{self.name} to log {event!r} {match or ''}")
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int | None:
-        if self.popen.poll() is None:
-            try:
-                self.popen.send_signal(sig)
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.popen.returncode
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.popen.wait(5)
-
-
-def _matches(events: list[dict], event: str, match: dict) -> list[dict]:
-    return [e for e in events if e.get("event") == event
-            and all(e.get(k) == v for k, v in match.items())]
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Fleet:
     """A workspace with a broker and any number of supervisors, all real processes."""
 
     def __init__(self, root: Path | None = None, human: str = "alice"):
-        from chatbox.broker.bootstrap import init_workspace
-
         self.root = root or short_tempdir()
         self.ws = Workspace(self.root)
         self.logs = self.root / "logs"
         self.logs.mkdir(exist_ok=True)
         self.admin_token = init_workspace(self.ws, human)
         self.human = human
-        self.broker: Proc | None = None
-        self.supervisors: dict[str, Proc] = {}
+        self.broker: Process | None = None
+        self.supervisors: dict[str, Process] = {}
+        self.gates: list[Gate] = []
         self._clients: dict[tuple, BusClient] = {}
         self._starts = 0
 
     # ------------------------------------------------------------------ processes
-    def start_broker(self) -> Proc:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
+        """Start ``argv`` on this workspace with its log in ``logs/NAME.log``; no waiting."""
+        return Process(name, argv, log_path=self.logs / f"{name}.log", cwd=self.root,
+                       env=env or child_env(self.ws))
+
+    def start_broker(self, argv: list[str] | None = None) -> Process:
+        """A broker (``python -m chatbox.broker`` unless ``argv``), once it logged "ready"."""
         self._starts += 1
-        self.broker = Proc(f"broker{self._starts}", [sys.executable, "-m", "chatbox.broker"], self.ws,
-                           self.logs)
-        self.broker.wait_log("ready")
+        self.broker = self.spawn(f"broker{self._starts}",
+                                 argv or [sys.executable, "-m", "chatbox.broker"])
+        self.broker.wait_ready()
         return self.broker
 
     def stop_broker(self, sig: int = signal.SIGINT) -> int | None:
-        rc = self.broker.stop(sig) if self.broker else None
-        return rc
+        return self.broker.stop(sig) if self.broker else None
 
-    def start_supervisor(self, agent: str, *extra: str) -> Proc:
-        n = sum(1 for k in self.supervisors if k.startswith(agent))
-        proc = Proc(f"supervisor-{agent}-{n}", [sys.executable, "-m", "chatbox.supervisor", "--agent",
-                                               agent, *extra], self.ws, self.logs)
+    def spawn_supervisor(self, agent: str, *extra: str, env: dict[str, str] | None = None) -> Process:
+        """``supervisor --agent AGENT`` started, not yet waited for (see ``wait_ready``)."""
+        n = sum(1 for k in self.supervisors if k.split("#")[0] == agent)
+        proc = self.spawn(f"supervisor-{agent}-{n}",
+                          [sys.executable, "-m", "chatbox.supervisor", "--agent", agent, *extra],
+                          env=env)
         self.supervisors[f"{agent}#{n}"] = proc
-        proc.wait_log("ready")
         return proc
+
+    def start_supervisor(self, agent: str, *extra: str, env: dict[str, str] | None = None) -> Process:
+        proc = self.spawn_supervisor(agent, *extra, env=env)
+        proc.wait_ready()
+        return proc
+
+    def gate(self, name: str = "gate") -> tuple[Gate, dict[str, str]]:
+        """A closed :class:`Gate`, and the environment that hands it to a supervisor's stub
+        turns (the agent's config must pass the variable: ``env = ["CHATBOX_STUB_GATE"]``)."""
+        gate = Gate(self.root / f"{name}.fifo")
+        self.gates.append(gate)
+        return gate, child_env(self.ws, CHATBOX_STUB_GATE=str(gate.path))
 
     def write_config(self, text: str) -> None:
         self.ws.config_path.write_text(text, encoding="utf-8")
@@ -161,6 +120,14 @@ class Fleet:
     def agent_client(self, name: str) -> BusClient:
         return self.client(self.ws.read_token(self.ws.agent_token_path(name)))
 
+    def listener(self, *topics: str) -> BusClient:
+        """A new admin client subscribed to ``topics`` and synced: it misses no later event."""
+        c = BusClient(self.ws.endpoints(), self.admin_token)
+        self._clients[("listener", len(self._clients))] = c
+        c.subscribe(list(topics))
+        c.sync_events(timeout=5)
+        return c
+
     def add_agent(self, name: str, *channels: str, wake: str = "all") -> None:
         self.client().call(wire.AddAgent(name=name, subscribe=list(channels) or ["#general"],
                                          wake=wake))
@@ -174,6 +141,10 @@ class Fleet:
     def agent(self, name: str) -> wire.AgentInfo:
         return self.client().call(wire.ShowAgent(name=name)).agent
 
+    def agents(self) -> dict[str, wire.AgentInfo]:
+        """Every agent's row as of one moment of the broker (one request)."""
+        return {a.name: a for a in self.client().call(wire.ListAgents()).agents}
+
     def close(self) -> None:
         for c in self._clients.values():
             c.close()
@@ -181,4 +152,6 @@ class Fleet:
             proc.kill()
         if self.broker is not None:
             self.broker.kill()
+        for gate in self.gates:
+            gate.close()
         shutil.rmtree(self.root, ignore_errors=True)
