@@ -1,7 +1,7 @@
 """The built-in scripted agent: no LLM, one answer per turn, for demos and tests.
 
-``python -m supervisor.stub [--behaviour reply|fail|hang|repeat|give-up] [--delay SECONDS]``
-reads the turn's batch as one JSON object on stdin::
+``python -m chatbox.supervisor.stub [--behaviour reply|fail|hang|repeat|give-up] [--delay SECONDS]
+[--gate FIFO]`` reads the turn's batch as one JSON object on stdin::
 
     {"agent": "echo", "turn": 7, "messages": [{"seq": 12, ...}, {"seq": 13, ...}]}
 
@@ -14,13 +14,22 @@ newest message of the batch. Behaviours:
     repeat   the same sentence every turn             (the livelock detector)
     give-up  ``I give up: I cannot complete this task.``   (the give-up detector)
 
-It is spawned for every turn, so it imports the standard library only.
+A gate holds the turn until someone opens it, so a test can act while a turn is surely running
+(instead of betting on a delay): ``--gate FIFO``, by default ``$CHATBOX_STUB_GATE`` (an agent's
+config passes that variable to its turns with ``env = ["CHATBOX_STUB_GATE"]``). After reading its
+batch the stub opens the FIFO for reading, which blocks until a writer holds it open; the test
+opens the gate by opening the FIFO itself (``os.O_RDWR``: it never blocks) and keeps it open, so
+every later turn passes at once. Without a gate nothing waits.
+
+It is spawned for every turn, so it imports the standard library only; ``BEHAVIOURS`` is
+``chatbox.runtime.config.Behaviour`` spelled out (a unit test keeps the two equal).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -28,6 +37,7 @@ BEHAVIOURS = ("reply", "fail", "hang", "repeat", "give-up")
 REPEATED = "I will look into it."
 GIVE_UP = "I give up: I cannot complete this task."
 EXIT_OK, EXIT_BAD_INPUT, EXIT_FAIL = 0, 2, 3
+GATE_VARIABLE = "CHATBOX_STUB_GATE"
 
 
 def answer(behaviour: str, batch: dict) -> str:
@@ -41,9 +51,12 @@ def answer(behaviour: str, batch: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m supervisor.stub", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m chatbox.supervisor.stub",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--behaviour", choices=BEHAVIOURS, default="reply")
     parser.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--gate", default=os.environ.get(GATE_VARIABLE) or None, metavar="FIFO",
+                        help=f"wait until this FIFO has a writer (default: ${GATE_VARIABLE})")
     args = parser.parse_args(argv)
     try:
         batch = json.loads(sys.stdin.buffer.read() or b"{}")
@@ -53,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, TypeError) as exc:
         print(f"stub: unreadable batch on stdin: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.gate:
+        with open(args.gate, "rb"):  # blocks until the gate is opened (a writer holds it)
+            pass
     if args.delay > 0:
         time.sleep(args.delay)
     if args.behaviour == "hang":

@@ -17,15 +17,15 @@ from chatbox.bus import wire
 from tests.fleet import Fleet, child_env, wait_for
 
 
-def stub_config(**agents: str) -> str:
-    """chatbox.toml with one stub agent per keyword: name=behaviour[:delay][:max_turn_seconds]."""
+def stub_config(gated: tuple[str, ...] = (), **agents: str) -> str:
+    """chatbox.toml with one stub agent per keyword: name=behaviour[:max_turn_seconds]. The
+    ``gated`` agents pass ``CHATBOX_STUB_GATE`` to their turns: each waits at ``Fleet.gate()``."""
     out = ["[limits]", "kill_grace_seconds = 0.5", ""]
     for name, spec in agents.items():
-        parts = spec.split(":")
-        behaviour, delay, cap = parts + ["0", "30"][len(parts) - 1:]
-        out += [f"[agents.{name}]", 'engine = "stub"',
-                f'stub = {{ behaviour = "{behaviour}", delay = {float(delay)} }}',
-                f"limits = {{ max_turn_seconds = {float(cap)} }}", ""]
+        behaviour, _, cap = spec.partition(":")
+        out += [f"[agents.{name}]", 'engine = "stub"', f'stub = {{ behaviour = "{behaviour}" }}',
+                f"limits = {{ max_turn_seconds = {float(cap or 30)} }}"]
+        out += ['env = ["CHATBOX_STUB_GATE"]', ""] if name in gated else [""]
     return "\n".join(out)
 
 
@@ -62,12 +62,14 @@ def test_one_post_wakes_exactly_the_subscribed_agents_once(fleet):
 
 def test_a_burst_during_a_busy_turn_causes_exactly_one_follow_up_turn(fleet):
     """DESIGN §4.3: five messages that arrive during one turn cause one next turn draining all."""
-    fleet.write_config(stub_config(slow="reply:1.0"))
+    fleet.write_config(stub_config(slow="reply", gated=("slow",)))
     fleet.add_agent("slow", "#general")
-    sup = fleet.start_supervisor("slow")
+    gate, env = fleet.gate()
+    sup = fleet.start_supervisor("slow", env=env)
     first = fleet.post("#general", "first")
     sup.wait_log("turn_spawned")
     burst = [fleet.post("#general", f"burst {i}").seq for i in range(5)]
+    gate.open()  # the first turn is held until the whole burst has arrived
     wait_for(lambda: len(acks(fleet, "slow")) >= 2, what="the follow-up turn")
     wait_for(lambda: settled(fleet, "slow"), what="slow to sleep")
     assert acks(fleet, "slow") == [[first.seq], burst]
@@ -94,10 +96,11 @@ def test_a_backlog_is_handled_completely_in_capped_batches(bare_fleet):
 def test_a_supervisor_killed_mid_turn_is_noticed_and_its_messages_redelivered_once(bare_fleet):
     """DESIGN §4.5: the turn is recorded lost, the turn's child dies too, a restart redelivers."""
     fleet = bare_fleet
-    fleet.write_config(stub_config(worker="reply:60"))
+    fleet.write_config(stub_config(worker="reply", gated=("worker",)))
     fleet.start_broker()
     fleet.add_agent("worker", "#general")
-    sup = fleet.start_supervisor("worker")
+    _, env = fleet.gate()  # never opened: the turn is running when its supervisor dies
+    sup = fleet.start_supervisor("worker", env=env)
     post = fleet.post("#general", "do the thing")
     child = sup.wait_log("turn_spawned")["pid"]
     os.kill(sup.pid, signal.SIGKILL)
@@ -127,7 +130,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_hung_turn_is_killed_at_its_cap_while_other_agents_keep_working(fleet):
     """DESIGN §5 caps: wall time kills the turn's process group; other agents are untouched."""
-    fleet.write_config(stub_config(stuck="hang:0:1.5", quick="reply"))
+    fleet.write_config(stub_config(stuck="hang:1.5", quick="reply"))
     fleet.add_agent("stuck", "#general", wake="mentions")
     fleet.add_agent("quick", "#general", wake="mentions")
     stuck = fleet.start_supervisor("stuck")
@@ -145,12 +148,15 @@ def test_a_hung_turn_is_killed_at_its_cap_while_other_agents_keep_working(fleet)
 
 def test_a_broker_restart_mid_turn_loses_nothing(fleet):
     """DESIGN §4.6: the report is retried until the restarted broker has it; no message is lost."""
-    fleet.write_config(stub_config(steady="reply:1.5"))
+    fleet.write_config(stub_config(steady="reply", gated=("steady",)))
     fleet.add_agent("steady", "#general")
-    sup = fleet.start_supervisor("steady")
+    gate, env = fleet.gate()
+    sup = fleet.start_supervisor("steady", env=env)
     post = fleet.post("#general", "survive a restart")
     sup.wait_log("turn_spawned")
     assert fleet.stop_broker() == 0
+    gate.open()
+    sup.wait_log("turn")  # the turn ended while the broker is down: its report has to wait
     fleet.start_broker()
     wait_for(lambda: acks(fleet, "steady") == [[post.seq]], timeout=20,
              what="the reply after the restart")
@@ -175,12 +181,14 @@ def test_a_second_supervisor_for_the_same_agent_is_refused(fleet):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_supervisor_stops_gracefully_finishing_its_turn(fleet, sig):
     """Issue 3: the first INT/TERM finishes the running turn, reports it, and exits 0."""
-    fleet.write_config(stub_config(calm="reply:1.0"))
+    fleet.write_config(stub_config(calm="reply", gated=("calm",)))
     fleet.add_agent("calm", "#general")
-    sup = fleet.start_supervisor("calm")
+    gate, env = fleet.gate()
+    sup = fleet.start_supervisor("calm", env=env)
     post = fleet.post("#general", "finish this first")
     sup.wait_log("turn_spawned")
-    sup.popen.send_signal(sig)
+    sup.popen.send_signal(sig)  # delivered while the turn waits at its gate
+    gate.open()
     assert sup.popen.wait(20) == 0
     assert acks(fleet, "calm") == [[post.seq]]
     assert fleet.agent("calm").state == "ASLEEP"

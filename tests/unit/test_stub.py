@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
-from chatbox.supervisor import engines
+from chatbox.harness import wait_for
+from chatbox.runtime.config import Behaviour
+from chatbox.supervisor import engines, stub as stub_module
 
 ROOT = Path(__file__).resolve().parents[2]
 BATCH = {"agent": "echo", "turn": 7,
@@ -66,6 +71,43 @@ def test_delay_waits_before_answering():
     with pytest.raises(subprocess.TimeoutExpired):
         stub("--delay", "30", timeout=1.0)
     assert stub("--delay", "0.05").stdout == "ack 12 13 14\n"
+
+
+def _writer_if_waiting(fifo: Path) -> int | None:
+    """A write end of ``fifo`` if a reader is waiting at it (opening it, or holding it)."""
+    try:
+        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no reader yet
+            return None
+        raise
+
+
+def test_a_gate_holds_the_answer_until_the_gate_is_opened(tmp_path):
+    """--gate: the stub waits at the FIFO with its answer unwritten, and answers once it opens."""
+    fifo = tmp_path / "gate"
+    os.mkfifo(fifo)
+    batch = tmp_path / "batch.json"
+    batch.write_text(json.dumps(BATCH), encoding="utf-8")
+    with open(batch, "rb") as stdin, subprocess.Popen(
+            [sys.executable, "-m", "chatbox.supervisor.stub"], cwd=ROOT, stdin=stdin,
+            env=dict(os.environ, CHATBOX_STUB_GATE=str(fifo)), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE) as proc:
+        try:
+            # a reader at the FIFO is the stub at its gate: it has read the batch, not answered
+            writer = wait_for(lambda: _writer_if_waiting(fifo), timeout=10,
+                              what="the stub at its gate")
+            assert proc.poll() is None
+            os.close(writer)  # the reader's open has returned: the gate was opened
+            out, err = proc.communicate(timeout=10)
+            assert (proc.returncode, out) == (0, b"ack 12 13 14\n"), err
+        finally:
+            proc.kill()
+
+
+def test_the_stub_knows_exactly_the_configurable_behaviours():
+    """config.Behaviour is the one list; the stdlib-only stub spells it out and must agree."""
+    assert set(stub_module.BEHAVIOURS) == set(typing.get_args(Behaviour))
 
 
 def test_an_unreadable_batch_exits_2():
