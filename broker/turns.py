@@ -2,8 +2,9 @@
 
 A claim starts a turn on a batch (:func:`start`): the batch is recorded channel by channel and
 marked delivered, and every message of it that an earlier turn left unacked is marked
-``redelivered``. When the turn ends, :func:`settle` either acks exactly the batch (never past it)
-or counts one more delivery of each of its messages, so they come again in the next turn. A
+``redelivered``. When the turn ends, :func:`settle` acks exactly the batch (never past it) if
+the turn handled it (:func:`acks`: ``ok`` or a deliberate give-up); after any other end it counts
+one more delivery of each of its messages, which come again in the next turn. A
 message redelivered more than ``max_redeliveries`` times is poison (:func:`drop_poison`): it is
 escalated and acked, never retried.
 """
@@ -93,8 +94,10 @@ def finish(ctx: Ctx, turn: Turn, outcome: str, *, exit_code: int | None = None,
 
 
 def acks(outcome: str, engine_error: bool = False) -> bool:
-    """Whether a turn that ended with ``outcome`` acks its batch."""
-    return outcome != "lost"
+    """Whether a turn that ended with ``outcome`` acks its batch: only one that handled it —
+    ``ok``, or a deliberate give-up (the agent said so; an engine's own error result is not the
+    agent giving up). A failed, timed-out, lost or livelocked turn leaves it due."""
+    return outcome == "ok" or (outcome == "gave_up" and not engine_error)
 
 
 def settle(ctx: Ctx, turn: Turn, outcome: str, engine_error: bool = False) -> dict[str, int]:
@@ -130,7 +133,7 @@ def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliverie
     escalations.post_escalation(
         ctx, author=SYSTEM, agent=agent, chain=poison[-1].chain, guardrail="redelivery",
         reason=f"{len(poison)} message(s) were redelivered more than {max_redeliveries} times "
-               "after lost turns; skipped, not retried",
+               "after turns that did not handle them; skipped, not retried",
         evidence=[f"#{m.seq} in {m.channel} ({counts[m.seq]} deliveries): {m.body[:160]}"
                   for m in poison])
     return True

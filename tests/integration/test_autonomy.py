@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from chatbox.bus import wire
 from chatbox.bus.errors import Refused
-from tests.fleet import Fleet, wait_for
+from tests.fleet import Fleet, wait_event, wait_for
 
 
 def config(limits: str = "", **agents: str) -> str:
@@ -29,14 +27,24 @@ def turn_count(fleet: Fleet, agent: str) -> int:
     return sum(1 for m in fleet.read("#general") if m.author == agent)
 
 
-def stays(predicate, seconds: float = 1.0) -> bool:
-    """True if ``predicate`` holds throughout a bounded observation window."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not predicate():
-            return False
-        wait_for(lambda: True, timeout=0.05)
-    return True
+def settled(fleet: Fleet, *agents: str) -> dict[str, wire.AgentInfo]:
+    """The rows of ``agents`` as of the first moment of the broker (one ListAgents) at which all
+    of them are ASLEEP. A wake commits with the message that causes it (DESIGN §4.1) and only a
+    turn posts, so from that moment none of them runs again until a new message arrives: what
+    they did by then is final, not merely unchanged so far."""
+    return wait_for(lambda: (rows := fleet.agents()) and all(
+        rows[a].state == "ASLEEP" for a in agents) and rows, what=f"{agents} all asleep at once")
+
+
+def first_turn_after_resume(fleet: Fleet, agent: str, listener) -> list[wire.AgentEvent]:
+    """Resume ``agent`` and wait for its next BUSY event; the agent's events from the
+    ``listener`` (subscribed before anything was held) up to it. A held message that had been
+    dispatched while paused shows as a WAKING or BUSY event before the resume's."""
+    fleet.client().call(wire.SetPaused(name=agent, paused=False))
+    seen: list[wire.AgentEvent] = []
+    wait_event(listener, lambda ev: isinstance(ev, wire.AgentEvent) and ev.state == "BUSY",
+               timeout=15, what=f"{agent}'s turn after the resume", seen=seen.append)
+    return [ev for ev in seen if isinstance(ev, wire.AgentEvent) and ev.agent == agent]
 
 
 def test_two_agents_answering_each_other_stop_within_the_hop_budget(fleet):
@@ -48,10 +56,7 @@ def test_two_agents_answering_each_other_stop_within_the_hop_budget(fleet):
     fleet.start_supervisor("pong")
     start = fleet.post("#general", "ping, pong: talk to each other")
     wait_for(lambda: alerts(fleet, "hop_budget"), timeout=30, what="the hop-budget escalation")
-    wait_for(lambda: fleet.agent("ping").state == fleet.agent("pong").state == "ASLEEP",
-             what="both agents asleep")
-    before = len(fleet.read("#general"))
-    assert stays(lambda: len(fleet.read("#general")) == before), "turns went on past the budget"
+    settled(fleet, "ping", "pong")  # a ping-pong past the budget never lets both sleep at once
     chain = [m for m in fleet.read("#general") if m.chain == start.chain]
     assert max(m.hop for m in chain) == 4
     escalations = alerts(fleet, "hop_budget")
@@ -76,8 +81,14 @@ def test_an_agent_that_repeats_itself_is_paused_across_separate_wakes(fleet):
     assert turn_count(fleet, "parrot") == 2  # the third, repeated output is not posted
     [alert] = alerts(fleet, "livelock")
     assert alert.body.count("look into it") == 3
-    fleet.post("#general", "are you there?")
-    assert stays(lambda: fleet.agent("parrot").state == "ASLEEP")
+    listener = fleet.listener(wire.agent_topic("parrot"))
+    held = fleet.post("#general", "are you there?")
+    paused = fleet.agent("parrot")  # the post's commit has decided its wakes (DESIGN §4.1)
+    assert paused.state == "ASLEEP" and paused.last_turn.id == info.last_turn.id
+    resumed, *_ = first_turn_after_resume(fleet, "parrot", listener)
+    assert (resumed.state, resumed.paused) == ("ASLEEP", False), "dispatched while paused"
+    wait_for(lambda: (t := fleet.agent("parrot").last_turn).id != info.last_turn.id
+             and held.seq in t.batch, what="the held message in the turn after the resume")
 
 
 def test_a_give_up_phrase_escalates_and_a_normal_answer_does_not(fleet):
@@ -96,25 +107,45 @@ def test_a_give_up_phrase_escalates_and_a_normal_answer_does_not(fleet):
     assert not fleet.agent("worker").paused
 
 
-def test_a_crashing_agent_opens_the_failure_circuit(fleet):
-    """DESIGN §5 failures: max_consecutive_failures crashed turns pause it and escalate."""
+def test_a_crashing_agent_retries_its_batch_until_the_circuit_opens(fleet):
+    """DESIGN §4.3 and §5 failures, issue 11 item 6: a crashed turn acks nothing, so its message
+    comes again in the next turn, until max_consecutive_failures crashed turns pause the agent
+    and escalate; the message is still unacked."""
     fleet.write_config(config("max_consecutive_failures = 3", crasher="fail"))
     fleet.add_agent("crasher", "#general")
     fleet.start_supervisor("crasher")
-    seen = 0
-    for i in range(3):
-        assert not fleet.agent("crasher").paused
-        fleet.post("#general", f"try {i}")
-        info = wait_for(lambda: (a := fleet.agent("crasher")).last_turn is not None
-                        and a.last_turn.id > seen and a.state == "ASLEEP" and a,
-                        what=f"failed turn {i + 1}")
-        assert info.last_turn.outcome == "failed"
-        seen = info.last_turn.id
-    info = fleet.agent("crasher")
-    assert info.paused
+    msg = fleet.post("#general", "try this")
+    info = wait_for(lambda: (a := fleet.agent("crasher")).paused and a.state == "ASLEEP" and a,
+                    timeout=30, what="the failure circuit to open")
     assert "failure_circuit" in info.paused_reason
+    assert (info.last_turn.id, info.last_turn.outcome) == (3, "failed")  # three turns, all failed
+    assert info.last_turn.batch == [msg.seq]
+    assert info.offsets.get("#general", 0) < msg.seq
     [alert] = alerts(fleet, "failure_circuit")
-    assert "exit" in alert.body
+    assert alert.body.count("exit code 3") == 3
+
+
+def test_a_resumed_agent_handles_what_its_failed_turns_left_unacked(fleet):
+    """Issue 11 item 6: a human who resumes a paused agent finds every message it never handled
+    still due; the resume wakes it, and the message is handled once."""
+    fleet.write_config(config("max_consecutive_failures = 2", crasher="fail"))
+    fleet.add_agent("crasher", "#general")
+    first = fleet.start_supervisor("crasher")
+    msg = fleet.post("#general", "please handle me")
+    wait_for(lambda: (a := fleet.agent("crasher")).paused and a.state == "ASLEEP",
+             timeout=30, what="the failure circuit to open")
+    first.stop()
+    fleet.write_config(config("max_consecutive_failures = 2", crasher="reply"))  # fixed
+    fleet.start_supervisor("crasher")
+    assert fleet.agent("crasher").last_turn.batch == [msg.seq]
+    fleet.client().call(wire.SetPaused(name="crasher", paused=False))
+    [reply] = wait_for(lambda: [m for m in fleet.read("#general") if m.author == "crasher"],
+                       timeout=30, what="the crasher's reply after the resume")
+    assert (reply.body, reply.in_reply_to) == (f"ack {msg.seq}", msg.seq)
+    info = wait_for(lambda: (a := fleet.agent("crasher")).state == "ASLEEP" and a,
+                    what="crasher asleep")
+    assert info.last_turn.outcome == "ok" and not info.paused
+    assert info.offsets["#general"] == msg.seq
 
 
 def test_tier_two_posts_are_decided_by_humans_only_and_the_decision_wakes_the_author(fleet):
@@ -137,13 +168,14 @@ def test_tier_two_posts_are_decided_by_humans_only_and_the_decision_wakes_the_au
     assert "author" in own.value.message
     fleet.start_supervisor("writer")
     chatter = fleet.post("#general", "meanwhile, chatter")
-    assert stays(lambda: fleet.agent("writer").last_turn is None), "held author was dispatched"
+    held = fleet.agent("writer")  # the post's commit has decided its wakes (DESIGN §4.1)
+    assert held.state == "ASLEEP" and held.last_turn is None, "held author was dispatched"
     decision = fleet.client().call(wire.Decide(seq=proposal.seq, approve=True,
                                                reason="go ahead")).message
     assert decision.kind == "decision" and decision.in_reply_to == proposal.seq
     wait_for(lambda: fleet.agent("writer").last_turn is not None, what="the author's turn")
     wait_for(lambda: fleet.agent("writer").state == "ASLEEP", what="writer asleep")
-    handled = fleet.agent("writer").last_turn.batch
+    handled = fleet.agent("writer").last_turn.batch  # one turn, woken by the decision, has all
     assert decision.seq in handled and chatter.seq in handled
     with pytest.raises(Refused) as again:
         fleet.client().call(wire.Decide(seq=proposal.seq, approve=False, reason="changed mind"))
@@ -158,9 +190,13 @@ def test_a_paused_agent_wakes_again_only_after_resume(fleet):
     fleet.add_agent("napper", "#general")
     fleet.start_supervisor("napper")
     fleet.client().call(wire.SetPaused(name="napper", paused=True, reason="testing"))
+    listener = fleet.listener(wire.agent_topic("napper"))
     waiting = fleet.post("#general", "while you were paused")
-    assert stays(lambda: fleet.agent("napper").last_turn is None)
-    fleet.client().call(wire.SetPaused(name="napper", paused=False))
+    held = fleet.agent("napper")  # the post's commit has decided its wakes (DESIGN §4.1)
+    assert held.state == "ASLEEP" and held.last_turn is None
+    events = first_turn_after_resume(fleet, "napper", listener)
+    assert [(e.state, e.paused) for e in events] == [("ASLEEP", False), ("WAKING", False),
+                                                     ("BUSY", False)], "dispatched while paused"
     wait_for(lambda: (t := fleet.agent("napper").last_turn) and t.batch == [waiting.seq],
              what="the turn after resume")
 

@@ -554,14 +554,17 @@ class DispatchMachine(RuleBasedStateMachine):
             assert c.messages, "a turn never opens on an empty batch"
             self.claims[agent] = c
 
-    @rule(agent=st.sampled_from(sorted(AGENTS)), reply=st.booleans())
-    def report(self, agent, reply):
+    @rule(agent=st.sampled_from(sorted(AGENTS)), reply=st.booleans(), failed=st.booleans())
+    def report(self, agent, reply, failed):
+        """A turn ends ok (its batch is handled) or failed (its batch must come again)."""
         c = self.claims[agent]
         if c is None:
             return
         self.hub.report(agent, self.sup[agent], c, output=f"turn {c.turn}",
-                        reply=f"ack {c.turn}" if reply else None)
-        self.handled[agent].extend(m.seq for m in c.messages)
+                        outcome="failed" if failed else "ok",
+                        reply=f"ack {c.turn}" if reply and not failed else None)
+        if not failed:
+            self.handled[agent].extend(m.seq for m in c.messages)
         self.stale.append((agent, self.sup[agent], c.turn, c.epoch))
         self.claims[agent] = None
 
@@ -774,3 +777,104 @@ def test_the_post_path_takes_its_hops_from_the_policy(hub):
         with pytest.raises(Conflict):
             hub.dispatcher.post(ctx, wire.Post(channel="#general", body="late",
                                                turn=claimed.turn))
+
+
+# --------------------------------------------------------------------------- unhandled batches
+
+
+def _alerts(hub, guardrail: str) -> list[wire.Message]:
+    return [m for m in hub.read("#alerts")
+            if m.kind == "escalation" and guardrail.replace("_", " ") in (m.title or "")]
+
+
+@pytest.mark.parametrize("outcome", ["failed", "timeout"])
+def test_a_failed_turn_acks_nothing_and_its_batch_comes_again_marked_redelivered(hub, outcome):
+    """DESIGN §4.3 / issue 11 item 6: a failed or timed-out turn acks nothing; its messages are
+    due again at once, marked redelivered, in one next turn with what arrived meanwhile."""
+    hub.add_agent("kim", "#general")
+    posted, claimed = _busy(hub, "kim", "one", "two")
+    during = hub.post("#general", "three")
+    rep = hub.report("kim", "sup-1", claimed, outcome=outcome, exit_code=3)
+    assert (rep.acked, rep.state, hub.woken()) == ({}, "WAKING", ["kim"])
+    assert hub.agent("kim").offsets["#general"] < posted[0].seq
+    again = hub.claim("kim", "sup-1", rep.epoch)
+    assert [(m.seq, m.redelivered) for m in again.messages] == [
+        (posted[0].seq, True), (posted[1].seq, True), (during.seq, False)]
+    rep = hub.report("kim", "sup-1", again, reply="handled")
+    assert rep.acked == {"#general": during.seq} and rep.state == "ASLEEP"
+
+
+def test_the_failure_circuit_bounds_the_retries_and_a_resume_finds_the_batch_due(hub):
+    """Issue 11 item 6: failed turns retry their batch until the circuit opens; a human who
+    resumes the agent finds every message it never handled still due, and it is woken."""
+    hub.limits.max_consecutive_failures = 3
+    hub.add_agent("kim", "#general")
+    posted, claimed = _busy(hub, "kim", "one")
+    for n in range(3):
+        rep = hub.report("kim", "sup-1", claimed, outcome="failed", exit_code=3)
+        if n < 2:
+            assert rep.state == "WAKING"
+            claimed = hub.claim("kim", "sup-1", rep.epoch)
+            assert [m.seq for m in claimed.messages] == [posted[0].seq]
+    info = hub.agent("kim")
+    assert (rep.state, info.paused) == ("ASLEEP", True)
+    assert "failure_circuit" in info.paused_reason
+    assert info.offsets["#general"] < posted[0].seq
+    assert len(_alerts(hub, "failure_circuit")) == 1
+    hub.ok(wire.SetPaused(name="kim", paused=False))
+    assert hub.woken() == ["kim"] and hub.state("kim") == "WAKING"
+    again = hub.claim("kim", "sup-1", hub.agent("kim").epoch)
+    assert [(m.seq, m.redelivered) for m in again.messages] == [(posted[0].seq, True)]
+    assert hub.report("kim", "sup-1", again).acked == {"#general": posted[0].seq}
+
+
+def test_a_lost_turn_acks_nothing_and_counts_as_a_failure(hub):
+    """Issue 11 item 6: a lost turn leaves its batch due and counts toward the circuit."""
+    hub.limits.max_consecutive_failures = 2
+    hub.add_agent("kim", "#general")
+    posted, claimed = _busy(hub, "kim", "one")
+    rep = hub.report("kim", "sup-1", claimed, outcome="failed")
+    hub.claim("kim", "sup-1", rep.epoch)
+    res = hub.hello("kim", "sup-2")  # the second turn is lost: two failures in a row
+    info = hub.agent("kim")
+    assert info.last_turn.outcome == "lost" and info.paused and not res.pending
+    assert info.offsets["#general"] < posted[0].seq
+
+
+def test_a_message_no_turn_handles_is_escalated_after_max_redeliveries(hub):
+    """DESIGN §4.5: redelivered more than max_redeliveries times, a message is escalated and
+    skipped instead of retried, and the agent goes back to sleep."""
+    hub.limits.max_consecutive_failures = 100
+    hub.limits.max_redeliveries = 1
+    hub.add_agent("kim", "#general")
+    posted, claimed = _busy(hub, "kim", "poison")
+    for _ in range(2):
+        rep = hub.report("kim", "sup-1", claimed, outcome="failed")
+        assert rep.state == "WAKING"
+        claimed = hub.claim("kim", "sup-1", rep.epoch)
+    assert (claimed.turn, hub.state("kim")) == (None, "ASLEEP")
+    [alert] = _alerts(hub, "redelivery")
+    assert f"#{posted[0].seq}" in alert.body
+    assert hub.agent("kim").offsets["#general"] == posted[0].seq
+
+
+@pytest.mark.parametrize("output,engine_error,acks", [
+    ("I give up.", False, True),     # the agent's deliberate give-up: handled, acked
+    ("error: not logged in", True, False),  # the engine's error result: not handled
+    ("the same words", False, False),  # a livelock: its reply is dropped, the batch stays due
+])
+def test_only_ok_and_a_deliberate_give_up_ack_the_batch(hub, output, engine_error, acks):
+    """Issue 11 item 6: only ok and a deliberate give-up ack; a guardrail's stop leaves it due."""
+    hub.limits.repeat_threshold = 2
+    hub.add_agent("kim", "#general")
+    if output == "the same words":  # one earlier identical output makes this turn a livelock
+        _, first = _busy(hub, "kim", "earlier")
+        hub.report("kim", "sup-1", first, output=output)
+    posted, claimed = _busy(hub, "kim", "work")
+    rep = hub.report("kim", "sup-1", claimed, output=output, engine_error=engine_error,
+                     reply=output)
+    info = hub.agent("kim")
+    assert info.paused and rep.reply is None
+    assert (info.offsets["#general"] == posted[0].seq) is acks
+    hub.ok(wire.SetPaused(name="kim", paused=False))
+    assert hub.woken() == ([] if acks else ["kim"])
