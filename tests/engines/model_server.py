@@ -13,7 +13,10 @@ The script, per request (stateless, decided from the request itself):
 1. the conversation already holds a tool result  -> a short final text (``final_text``);
 2. else a tool whose name ends with ``reply`` is offered -> a call of that tool with
    ``{"post_id": post_id, "body": body}``;
-3. else (title generation, classifiers, no MCP tools) -> a short plain text (``plain_text``).
+3. else (title generation, no MCP tools) -> a short plain text (``plain_text``).
+
+A request in JSON mode (gemini's ``generationConfig.responseMimeType = application/json``, e.g. its
+model router) is answered first of all with a minimal instance of the requested schema.
 
 ``post_id``/``body`` come from the constructor, unless the request's text holds a marker
 ``<<reply post_id=12 body=some text>>`` (the body runs to ``>>``), which wins.
@@ -77,8 +80,10 @@ def offered_tools(api: str, body: dict) -> list[str]:
     elif api == "responses":
         for t in tools:
             if t.get("type") == "namespace":  # codex may group MCP tools under a namespace
-                for sub in t.get("tools") or []:
-                    names.append(f"{t.get('name', '')}{sub.get('name', '')}")
+                ns = t.get("name", "")
+                sep = "" if ns.endswith("_") else "__"
+                for sub in t.get("tools") or []:  # shown as NAMESPACE__TOOL, e.g. mcp__chatbox__reply
+                    names.append(f"{ns}{sep}{sub.get('name', '')}")
             elif t.get("name"):
                 names.append(t["name"])
             elif t.get("type"):
@@ -87,6 +92,36 @@ def offered_tools(api: str, body: dict) -> list[str]:
         for t in tools:
             names.append(t.get("name") or f"<{t.get('type')}>")
     return names
+
+
+def schema_instance(schema: Any) -> Any:
+    """A minimal value matching a JSON schema (for JSON-mode side requests, e.g. gemini's router)."""
+    if not isinstance(schema, dict):
+        return None
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return schema_instance(schema[key][0])
+    t = str(schema.get("type", "object")).lower()
+    if t == "object":
+        props = schema.get("properties") or {}
+        return {k: schema_instance(v) for k, v in props.items()}
+    if t == "array":
+        return []
+    if t in ("integer", "number"):
+        return max(1, int(schema.get("minimum", 1)))
+    if t == "boolean":
+        return False
+    return "scripted"
+
+
+def _json_mode_schema(api: str, body: dict) -> Any:
+    if api == "gemini":
+        gc = body.get("generationConfig") or {}
+        if gc.get("responseMimeType") == "application/json":
+            return gc.get("responseJsonSchema") or gc.get("responseSchema") or {}
+    return None
 
 
 def _has_tool_result(api: str, body: dict) -> bool:
@@ -199,7 +234,10 @@ class ModelServer:
         return {"post_id": post_id, "body": text}
 
     def decide(self, api: str, body: dict) -> tuple[str, Any]:
-        """('tool_call', (name, namespace, args)) | ('final', text) | ('text', text)."""
+        """('tool_call', (name, namespace, args)) | ('final', text) | ('text', text) | ('json', text)."""
+        schema = _json_mode_schema(api, body)
+        if schema is not None:
+            return "json", json.dumps(schema_instance(schema))
         if self.mode == "script":
             if _has_tool_result(api, body):
                 return "final", self.final_text
