@@ -306,9 +306,13 @@ def test_an_unreachable_broker_is_reported_as_such(bare_fleet):
 
 
 def test_the_ready_line_names_the_endpoints(fleet):
-    """DESIGN §6: broker prints one "ready" log line once it serves."""
+    """DESIGN §6: broker prints one "ready" log line once it serves; STYLE: JSON lines off a TTY."""
     ready = [e for e in fleet.broker.log_events() if e.get("event") == "ready"]
     assert len(ready) == 1
-    assert ready[0]["request"] == fleet.ws.endpoints().request
-    assert fleet.admin_token not in fleet.broker.log_text()
-    assert json.dumps(ready[0])  # one JSON object per line when not a TTY
+    eps = fleet.ws.endpoints()
+    assert (ready[0]["request"], ready[0]["events"]) == (eps.request, eps.events)
+    assert (ready[0]["pid"], ready[0]["workspace"]) == (fleet.broker.pid, str(fleet.root))
+    text = fleet.broker.log_text()
+    assert fleet.admin_token not in text
+    lines = text.splitlines()
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -17,5 +18,10 @@ def test_the_demo_shows_a_conversation_and_exits_cleanly():
     out = done.stdout
     assert "→ WAKING" in out and "→ BUSY" in out and "→ ASLEEP" in out
     assert "echo     ↳" in out and "scribe   ↳" in out
-    assert "ack 6 7 8" in out  # the burst during a busy turn, drained by one follow-up turn
+    # the burst posted while echo was busy, by the seqs the demo printed for it ...
+    burst = re.findall(r"\] you +#(\d+) #general: update [2-4] of 4$", out, re.M)
+    assert len(burst) == 3, out
+    # ... is drained by one follow-up turn that acknowledges exactly those three
+    assert re.search(rf"\] echo +↳ #\d+ \(re #{burst[-1]}\) #general: ack {' '.join(burst)}$",
+                     out, re.M), out
     assert out.count("stopped (exit 0)") == 3

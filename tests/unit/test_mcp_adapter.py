@@ -1,62 +1,41 @@
-"""The MCP adapter's tools over the in-process broker (``hub``): reading, paging, refusals."""
+"""The MCP adapter's tools against a real broker process (the ``fleet`` fixture), through the
+real bus client: reading, paging, and the mapping of the broker's refusals to tool errors."""
 
 from __future__ import annotations
 
 import pytest
 
 from chatbox.bus import wire
-from chatbox.bus.endpoints import Endpoints
-from chatbox.bus.errors import Refused, Unauthorized
 from chatbox.mcp.adapter import Adapter
 from chatbox.mcp.tools import ToolError
 
 
-class HubBus:
-    """A BusClient stand-in that answers through the hub, as the socket server would."""
-
-    def __init__(self, hub, token: str):
-        self.hub = hub
-        self.token = token
-
-    def call(self, req: wire.Request, *, idem: str | None = None,
-             deadline: float | None = None) -> wire.Result:
-        reply = self.hub.send(req, self.token)
-        if reply.error is not None:
-            cls = Unauthorized if reply.error.code == "unauthorized" else Refused
-            raise cls(reply.error.message, code=reply.error.code, field=reply.error.field)
-        return reply.result
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
-def kimi(hub, tmp_path):
-    """An adapter bound to agent kimi (subscribed to #general), talking to the hub."""
-    hub.add_agent("kimi", "#general")
-    adapter = Adapter("kimi", hub.tokens["kimi"],
-                      Endpoints(f"ipc://{tmp_path}/r", f"ipc://{tmp_path}/p"))
-    adapter._bus = HubBus(hub, hub.tokens["kimi"])
-    adapter.events.start()  # its SUB socket connects to nothing: no events, no harm
+def kimi(fleet):
+    """An adapter bound to agent kimi (subscribed to #general), connected to the fleet's broker."""
+    fleet.add_agent("kimi", "#general")
+    adapter = Adapter("kimi", fleet.ws.read_token(fleet.ws.agent_token_path("kimi")),
+                      fleet.ws.endpoints())
+    adapter.start()
     yield adapter
     adapter.close()
 
 
-def test_listen_skips_my_own_messages_and_pages_past_them(hub, kimi):
+def test_listen_skips_my_own_messages_and_pages_past_them(fleet, kimi):
     """listen returns others' messages; a page full of my own does not hide the next ones."""
     for i in range(5):
         kimi.call("chat", {"channel": "#general", "body": f"mine {i}"})
-    theirs = hub.post("#general", "theirs")
+    theirs = fleet.post("#general", "theirs")
     res = kimi.call("listen", {"channels": ["#general"], "view": "full", "timeout_ms": 0,
                                "max_msgs": 2})
     assert [m["id"] for m in res["messages"]] == [theirs.seq]
     assert res["more"] is False and res["next_since_id"] == theirs.seq
 
 
-def test_listen_never_advances_next_since_id_past_an_unreturned_message(hub, kimi):
+def test_listen_never_advances_next_since_id_past_an_unreturned_message(fleet, kimi):
     """next_since_id is safe to pass back: nothing is skipped when max_msgs cuts the batch."""
     kimi.call("subscribe", {"channel": "#dispatch"})
-    seqs = [hub.post("#general" if i % 2 else "#dispatch", f"m{i}").seq for i in range(6)]
+    seqs = [fleet.post("#general" if i % 2 else "#dispatch", f"m{i}").seq for i in range(6)]
     res = kimi.call("listen", {"channels": ["#general", "#dispatch"], "view": "headlines",
                                "timeout_ms": 0, "max_msgs": 3})
     assert [m["id"] for m in res["messages"]] == seqs[:3] and res["more"] is True
@@ -65,10 +44,10 @@ def test_listen_never_advances_next_since_id_past_an_unreturned_message(hub, kim
     assert [m["id"] for m in rest["messages"]] == seqs[3:] and rest["more"] is False
 
 
-def test_listen_starts_after_the_acked_offset_when_since_id_is_absent(hub, kimi):
+def test_listen_starts_after_the_acked_offset_when_since_id_is_absent(fleet, kimi):
     """DESIGN §3: offsets are durable; listen without since_id reads what I have not acked."""
-    first = hub.post("#general", "one")
-    second = hub.post("#general", "two")
+    first = fleet.post("#general", "one")
+    second = fleet.post("#general", "two")
     kimi.call("inbox", {})
     assert kimi.call("ack", {"channel": "#general", "up_to_id": first.seq})[
         "last_read_id"] == first.seq
@@ -76,7 +55,7 @@ def test_listen_starts_after_the_acked_offset_when_since_id_is_absent(hub, kimi)
     assert [m["id"] for m in res["messages"]] == [second.seq]
 
 
-def test_a_broker_refusal_keeps_its_code_and_names_the_tools_argument(hub, kimi):
+def test_a_broker_refusal_keeps_its_code_and_names_the_tools_argument(fleet, kimi):
     """Refusals map Refused.code/.message and rename the broker's field to the tool's."""
     with pytest.raises(ToolError) as info:
         kimi.call("ack", {"channel": "#general", "up_to_id": 99})
@@ -86,19 +65,19 @@ def test_a_broker_refusal_keeps_its_code_and_names_the_tools_argument(hub, kimi)
     assert (info.value.code, info.value.field) == ("not_found", "post_id")
 
 
-def test_hello_reports_refused_channels_beside_the_subscribed_ones(hub, kimi):
+def test_hello_reports_refused_channels_beside_the_subscribed_ones(fleet, kimi):
     """hello subscribes what it may and says which channels it could not join and why."""
-    hub.ok(wire.CreateChannel(name="#inner", topic="x", kind="private"))
+    fleet.client().call(wire.CreateChannel(name="#inner", topic="x", kind="private"))
     res = kimi.call("hello", {"name": "kimi", "phase": "start",
                               "default_channels": ["#general", "#inner", "#dispatch"]})
     assert res["subscribed"] == ["#dispatch", "#general"]
     assert res["refused"][0]["channel"] == "#inner" and res["refused"][0]["code"] == "forbidden"
 
 
-def test_a_revoked_token_is_answered_unauthorized(hub, kimi):
+def test_a_revoked_token_is_answered_unauthorized(fleet, kimi):
     """DESIGN §7: revocation takes effect at once, also for a running adapter."""
     kimi.call("rooms", {})
-    hub.ok(wire.Revoke(name="kimi"))
+    fleet.client().call(wire.Revoke(name="kimi"))
     with pytest.raises(ToolError) as info:
         kimi.call("rooms", {})
     assert info.value.code == "unauthorized"
