@@ -1,7 +1,17 @@
 """``chatbox.toml``, decoded into strict msgspec Structs (DESIGN §8).
 
 Unknown keys are errors naming the key; impossible values are errors naming the value.
-Precedence: command line > environment (``CHATBOX_*``) > file > defaults.
+Precedence: command line > environment (``CHATBOX_*``) > file > defaults, for the settings that
+have more than one source: :func:`load` lays ``CHATBOX_LOG_LEVEL``, ``CHATBOX_BUS_REQUEST`` and
+``CHATBOX_BUS_EVENTS`` over the file, and a process's own options (``--log-level``) are applied
+over what :func:`load` returns. Everything else comes from the file or the defaults.
+
+``Engine`` and ``Behaviour`` are the one list of engine names and of stub behaviours.
+
+An agent's ``auth`` decides only what its turns' environment keeps: ``"subscription"`` strips
+API-key variables (``*_API_KEY`` and the like), so the CLI uses its own login; ``"api"`` keeps
+those the agent's ``env`` list lets through from the supervisor's environment. No secrets file is
+read: ``secrets_file`` is accepted and nothing uses it yet.
 """
 
 from __future__ import annotations
@@ -48,7 +58,7 @@ class AgentConfig(_Strict):
     command: list[str] = []
     reply: bool = True
     model: str | None = None
-    secrets_file: str | None = None
+    secrets_file: str | None = None  # accepted, not read: no secrets file is implemented
     env: list[str] = []
     limits: dict[str, Any] = {}
 
@@ -127,7 +137,9 @@ max_redeliveries = 3        # a message redelivered more often is escalated inst
 
 # [agents.kimi]
 # engine = "kimi"           # stub | command | claude | kimi | codex | gemini
-# auth = "subscription"     # or "api" (key read from a 0600 secrets file)
+# auth = "subscription"     # the CLI's own login: API-key variables are stripped from a turn;
+#                           # or "api": keep the key variables named in env (set where the
+#                           # supervisor runs), e.g. env = ["MOONSHOT_API_KEY"]
 
 # [agents.echo]
 # engine = "stub"

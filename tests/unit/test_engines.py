@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
+from chatbox.runtime.config import Behaviour, Engine
 from chatbox.supervisor import engines
 from chatbox.supervisor.errors import EngineError, SupervisorError
 
 MCP = ["/venv/bin/chatbox", "mcp", "--agent", "kimi", "--workspace", "/ws"]
+# what TurnRunner.options() gives a CLI engine: only the model (nothing passes max_turns or home)
+TURN_OPTIONS = {"model": "opus"}
 
 
 def build(engine: str, options: dict | None = None, prompt: str = "PROMPT"):
     """build_turn with fixed arguments."""
     return engines.build_turn(engine, agent="kimi", prompt=prompt, batch_json=b'{"messages":[]}',
                               options=options or {}, workspace="/ws", mcp_command=MCP)
+
+
+def test_the_engines_and_stub_behaviours_are_those_the_config_accepts():
+    """Issue 12 item 4: config.Engine and config.Behaviour are the one list of each."""
+    assert set(engines.ENGINES) == set(typing.get_args(Engine))
+    assert set(engines.STUB_BEHAVIOURS) == set(typing.get_args(Behaviour))
+    for engine in typing.get_args(Engine):  # each name has a builder
+        options = {"argv": ["true"]} if engine == "command" else {}
+        assert build(engine, options)[0]
 
 
 def test_stub_runs_this_python_with_the_batch_on_stdin():
@@ -55,7 +68,7 @@ def test_command_without_argv_is_refused():
 
 def test_claude_gets_print_mode_stream_json_and_only_the_chatbox_server():
     """claude -p, stream-json + --verbose, strict MCP config with chatbox only, dontAsk."""
-    argv, stdin, env, mode = build("claude", {"max_turns": 7, "model": "opus"})
+    argv, stdin, env, mode = build("claude", TURN_OPTIONS)
     assert argv[:2] == ["claude", "-p"]
     assert argv[argv.index("--output-format") + 1] == "stream-json"
     assert "--verbose" in argv and "--strict-mcp-config" in argv
@@ -63,7 +76,7 @@ def test_claude_gets_print_mode_stream_json_and_only_the_chatbox_server():
     assert config == {"mcpServers": {"chatbox": {"type": "stdio", "command": MCP[0], "args": MCP[1:]}}}
     assert "--allowedTools=mcp__chatbox__*" in argv
     assert argv[argv.index("--permission-mode") + 1] == "dontAsk"
-    assert argv[argv.index("--max-turns") + 1] == "7"
+    assert argv[argv.index("--max-turns") + 1] == str(engines.DEFAULT_MAX_TURNS)
     assert argv[argv.index("--model") + 1] == "opus"
     assert "PROMPT" not in argv
     assert (stdin, env, mode) == (b"PROMPT", {}, "tools")
@@ -71,12 +84,12 @@ def test_claude_gets_print_mode_stream_json_and_only_the_chatbox_server():
 
 def test_codex_exec_reads_the_prompt_from_stdin_and_registers_chatbox():
     """codex exec --json … - : the MCP server through -c overrides, the prompt on stdin."""
-    argv, stdin, env, mode = build("codex", {"home": "/state/codex"})
+    argv, stdin, env, mode = build("codex")
     assert argv[:3] == ["codex", "exec", "--json"]
     assert "--skip-git-repo-check" in argv and argv[-1] == "-"
     assert f"mcp_servers.chatbox.command={json.dumps(MCP[0])}" in argv
     assert f"mcp_servers.chatbox.args={json.dumps(MCP[1:])}" in argv
-    assert (stdin, env, mode) == (b"PROMPT", {"CODEX_HOME": "/state/codex"}, "tools")
+    assert (stdin, env, mode) == (b"PROMPT", {}, "tools")
 
 
 def test_gemini_headless_with_the_prompt_on_stdin():
@@ -90,10 +103,10 @@ def test_gemini_headless_with_the_prompt_on_stdin():
 
 def test_kimi_takes_the_prompt_as_the_p_value():
     """Kimi Code reads no stdin in print mode: the prompt is -p's value."""
-    argv, stdin, env, mode = build("kimi", {"home": "/state/kimi"})
+    argv, stdin, env, mode = build("kimi")
     assert argv == ["kimi", "-p", "PROMPT", "--output-format", "stream-json"]
     assert stdin == b""
-    assert env == {"KIMI_CODE_NO_AUTO_UPDATE": "1", "KIMI_CODE_HOME": "/state/kimi"}
+    assert env == {"KIMI_CODE_NO_AUTO_UPDATE": "1"}
 
 
 def test_kimi_refuses_a_prompt_too_long_for_one_argument():
