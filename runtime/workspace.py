@@ -64,6 +64,27 @@ class Workspace:
     def agent_token_path(self, name: str) -> Path:
         return self.data / "agents" / f"{name}.token"
 
+    def agent_dir(self, name: str) -> Path:
+        """The agent's own directory (0700): its CLI home, its MCP socket, its API key file."""
+        return self.data / "agents" / name
+
+    def agent_home(self, name: str) -> Path:
+        """Where ChatBox writes the agent CLI's own configuration (its MCP registration)."""
+        return self.agent_dir(name) / "home"
+
+    def agent_mcp_socket(self, name: str) -> Path:
+        return self.agent_dir(name) / "mcp.sock"
+
+    def agent_api_key_path(self, name: str) -> Path:
+        """``auth = "api"``: the agent's API key, one line, 0600."""
+        return self.agent_dir(name) / "api_key"
+
+    def ensure_agent_dir(self, name: str) -> Path:
+        path = self.agent_dir(name)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+        return path
+
     def is_initialised(self) -> bool:
         return self.db_path.exists()
 

@@ -102,7 +102,7 @@ def run_capped(spec: TurnSpec, *, cancel_fd: int | None = None,
     try:
         if not spec.argv:
             raise ValueError("the command is empty")
-        argv, kwargs = _spawn_plan(spec)
+        argv, kwargs = spawn_plan(spec)
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE if spec.stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(spec.env), cwd=spec.cwd,
@@ -131,7 +131,7 @@ def run_capped(spec: TurnSpec, *, cancel_fd: int | None = None,
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def _spawn_plan(spec: TurnSpec) -> tuple[list[str], dict]:
+def spawn_plan(spec: TurnSpec) -> tuple[list[str], dict]:
     """The argv and Popen arguments: own process group, and death with the supervisor."""
     if _SETPRIV is None:
         return list(spec.argv), _group_kwargs()

@@ -8,6 +8,7 @@ refused, 3 the broker never answered at start, 4 stopped at once by a second sig
 from __future__ import annotations
 
 import argparse
+import os
 
 import structlog
 
@@ -19,7 +20,9 @@ from chatbox.runtime.config import ConfigError
 from chatbox.runtime.exits import Exit
 from chatbox.runtime.signals import StopSignals
 from chatbox.runtime.workspace import WorkspaceError, add_process_args
-from chatbox.supervisor.turn import TurnRunner
+from chatbox.supervisor.errors import SupervisorError
+from chatbox.supervisor.mcp_hub import McpHub
+from chatbox.supervisor.turn import TurnRunner, server_command
 from chatbox.supervisor.wake_loop import Aborted, WakeLoop
 
 log = structlog.get_logger("supervisor")
@@ -47,14 +50,36 @@ def main(argv: list[str] | None = None) -> int:
     startup.logging(config, args.log_level, component="supervisor", agent=args.agent)
     client = BusClient(ws.endpoints(config.bus.request, config.bus.events), token,
                        attempt_timeout=2.0, deadline=30.0)
+    hub = None
+    if agent_cfg.engine != "stub":  # the stub never calls a tool; every other engine may
+        ws.ensure_agent_dir(args.agent)
+        hub = McpHub(args.agent, ws.agent_mcp_socket(args.agent),
+                     server_command(args.agent, ws), dict(os.environ), str(ws.root))
     signals = StopSignals()
-    loop = WakeLoop(args.agent, client, TurnRunner(args.agent, agent_cfg, limits, ws), signals)
-    client.subscribe([wire.wake_topic(args.agent)])
-    signals.install()
+    loop = WakeLoop(args.agent, client, TurnRunner(args.agent, agent_cfg, limits, ws, hub), signals)
     try:
+        return _run(args.agent, agent_cfg.engine, client, loop, signals, hub)
+    finally:
+        client.close()
+        signals.uninstall()
+        if hub is not None:
+            hub.stop()
+        log.info("stopped")
+
+
+def _run(agent: str, engine: str, client: BusClient, loop: WakeLoop, signals: StopSignals,
+         hub: McpHub | None) -> int:
+    try:
+        if hub is not None:
+            hub.start()
+        client.subscribe([wire.wake_topic(agent)])
+        signals.install()
         loop.hello()
+    except SupervisorError as exc:
+        startup.say("supervisor", f"{agent}: {exc}")
+        return Exit.FAILED
     except Unauthorized as exc:
-        startup.say("supervisor", f"{args.agent}: {exc}")
+        startup.say("supervisor", f"{agent}: {exc}")
         return Exit.FAILED
     except Refused as exc:
         startup.say("supervisor", exc)
@@ -62,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except Unreachable as exc:
         startup.say("supervisor", exc)
         return Exit.UNREACHABLE
-    log.info("ready", supervisor=loop.id, engine=agent_cfg.engine)
+    log.info("ready", supervisor=loop.id, engine=engine)
     try:
         loop.serve()
     except Aborted as exc:
@@ -71,8 +96,4 @@ def main(argv: list[str] | None = None) -> int:
     except BusError as exc:
         log.error("bus_failed", error=str(exc))
         return Exit.FAILED
-    finally:
-        client.close()
-        signals.uninstall()
-        log.info("stopped")
     return Exit.OK

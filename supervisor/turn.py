@@ -16,10 +16,17 @@ from chatbox.runtime.workspace import Workspace
 from chatbox.guardrails.limits import Limits
 from chatbox.supervisor import engines
 from chatbox.supervisor.errors import SupervisorError
+from chatbox.supervisor.mcp_hub import McpHub
 from chatbox.supervisor.prompt import render_prompt
 from chatbox.supervisor.capped import TurnSpec, allowed_env, run_capped
 
 log = structlog.get_logger("supervisor")
+
+
+def server_command(agent: str, ws: Workspace) -> list[str]:
+    """``chatbox mcp`` for ``agent``: the console script beside this Python."""
+    chatbox = os.path.join(os.path.dirname(sys.executable), "chatbox")
+    return [chatbox, "mcp", "--agent", agent, "--workspace", str(ws.root)]
 
 # runner outcome -> turn outcome on the wire
 _OUTCOMES = {"ok": "ok", "failed": "failed", "timeout": "timeout", "capped": "failed",
@@ -27,11 +34,13 @@ _OUTCOMES = {"ok": "ok", "failed": "failed", "timeout": "timeout", "capped": "fa
 
 
 class TurnRunner:
-    def __init__(self, agent: str, config: AgentConfig, limits: Limits, ws: Workspace):
+    def __init__(self, agent: str, config: AgentConfig, limits: Limits, ws: Workspace,
+                 hub: McpHub | None = None):
         self.agent = agent
         self.config = config
         self.limits = limits
         self.ws = ws
+        self.hub = hub  # the agent's long-lived MCP server; None: each turn starts its own
 
     def options(self) -> dict:
         c = self.config
@@ -43,9 +52,13 @@ class TurnRunner:
             case _:
                 return {"model": c.model} if c.model else {}
 
-    def mcp_command(self) -> list[str]:
-        chatbox = os.path.join(os.path.dirname(sys.executable), "chatbox")
-        return [chatbox, "mcp", "--agent", self.agent, "--workspace", str(self.ws.root)]
+    def mcp_command(self, turn: int) -> list[str]:
+        """How the turn's CLI starts the chatbox MCP server: the relay to the hub, or a fresh
+        ``chatbox mcp`` where there is no hub."""
+        if self.hub is not None:
+            self.hub.ensure()
+            return self.hub.relay_command(turn)
+        return server_command(self.agent, self.ws)
 
     def build(self, turn: int, messages: list[wire.Message]) -> tuple[TurnSpec, str]:
         prompt = render_prompt(self.agent, messages,
@@ -54,7 +67,7 @@ class TurnRunner:
                                           "messages": messages})
         argv, stdin, extra_env, reply_mode = engines.build_turn(
             self.config.engine, agent=self.agent, prompt=prompt, batch_json=batch_json,
-            options=self.options(), workspace=str(self.ws.root), mcp_command=self.mcp_command())
+            options=self.options(), workspace=str(self.ws.root), mcp_command=self.mcp_command(turn))
         child_env = allowed_env(os.environ, {
             **extra_env, **env.for_turn(turn, self.agent, str(self.ws.root))}, self.config.env)
         if self.config.auth == "subscription":

@@ -28,6 +28,7 @@ from mcp.server.stdio import stdio_server
 from chatbox.bus.errors import Refused
 from chatbox.runtime import env, logs
 from chatbox.runtime.config import ConfigError, load
+from chatbox.mcp import hub
 from chatbox.mcp.adapter import Adapter
 from chatbox.mcp.tools import TOOLS, TOOLSETS, ToolError
 from chatbox.runtime.workspace import NAME_RE, Workspace, WorkspaceError
@@ -51,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, or "
                    "the nearest directory upward holding .chatbox/)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--listen-fd", metavar="FD", type=int,
+                   help="serve many sessions on this inherited, listening unix socket instead "
+                        "of stdio (a supervisor's long-lived server; turns reach it through "
+                        "the relay)")
     return p
 
 
@@ -131,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chatbox mcp: {exc}", file=sys.stderr)
         return Exit.FAILED
     logs.configure(args.log_level or config.log.level, component="mcp", agent=args.agent)
-    adapter = Adapter(args.agent, token, ws.endpoints(config.bus.request, config.bus.events),
-                      toolset=args.tools, turn=turn_from_env())
+    endpoints = ws.endpoints(config.bus.request, config.bus.events)
+    if args.listen_fd is not None:
+        return _serve_hub(args, token, endpoints)
+    adapter = Adapter(args.agent, token, endpoints, toolset=args.tools, turn=turn_from_env())
     try:
         adapter.start()
     except (Refused, ToolError) as exc:
@@ -146,6 +153,24 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         adapter.close()
+        log.info("stopped")
+    return Exit.OK
+
+
+def _serve_hub(args: argparse.Namespace, token: str, endpoints) -> int:
+    try:
+        sock = hub.inherited(args.listen_fd)
+    except OSError as exc:
+        print(f"chatbox mcp: --listen-fd {args.listen_fd} is no listening unix socket: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return Exit.USAGE
+    log.info("ready", tools=args.tools, listen_fd=args.listen_fd)
+    try:
+        anyio.run(hub.serve, sock, args.agent, token, endpoints, args.tools, build_server)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
         log.info("stopped")
     return Exit.OK
 
