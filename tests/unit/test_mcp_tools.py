@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 from chatbox.bus import wire
@@ -29,6 +31,31 @@ def test_every_schema_is_closed_and_every_required_field_is_declared():
         assert tool.schema["additionalProperties"] is False
         for mapped in tool.fields.values():
             assert mapped in props or mapped == "agent_name", (tool.name, mapped)
+
+
+def test_the_schemas_carry_the_wires_bounds_not_copies_of_them():
+    """Issue 12 item 4: the tool schemas are generated from the wire's bounded types."""
+    props = {t.name: t.schema["properties"] for t in TOOLS}
+    assert props["chat"]["body"]["maxLength"] == wire.MAX_BODY
+    assert props["start_post"]["title"]["maxLength"] == wire.MAX_TITLE
+    assert props["start_post"]["tier"]["enum"] == list(typing.get_args(wire.Tier))
+    assert props["listen"]["view"]["enum"] == list(typing.get_args(wire.View))
+    assert props["subscribe"]["wake"]["enum"] == list(typing.get_args(wire.WakeMode))
+    assert props["inbox"]["max_msgs"]["maximum"] == wire.MAX_LIMIT
+    assert props["search"]["limit"]["maximum"] == wire.MAX_SEARCH
+    for tool in TOOLS:
+        for name, prop in tool.schema["properties"].items():
+            if "channel" in name:
+                assert (prop.get("items") or prop)["pattern"] == wire.CHANNEL_RE.pattern, tool.name
+
+
+@pytest.mark.parametrize("channel", ["#general\n", "#General", "general", "#"])
+def test_a_channel_must_match_as_a_whole_string(channel):
+    """DESIGN §3: a trailing newline is no part of a name (msgspec, like re, lets $ match
+    before one): the schema and the check refuse it."""
+    with pytest.raises(ToolError) as info:
+        validate("chat", {"channel": channel, "body": "hi"})
+    assert (info.value.code, info.value.field) == ("invalid", "channel")
 
 
 def test_a_valid_call_passes_unchanged():
