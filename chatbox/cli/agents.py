@@ -12,13 +12,15 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import get_args
 
 from chatbox.bus import wire
 from chatbox.cli.output import (agent_details, agent_line, agent_obj, channel_line, json_line,
                                 plain, safe_line)
 from chatbox.cli.session import Failed, Session
+from chatbox.runtime.config import Engine
 
-ENGINES = ("stub", "command", "claude", "kimi", "codex", "gemini")
+ENGINES = get_args(Engine)  # the config's one list of engines
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -159,7 +161,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="how its turns run (default: stub)")
     p.add_argument("--subscribe", nargs="+", metavar="CH", action="extend",
                    help="channels to subscribe it to (default: #general)")
-    p.add_argument("--wake", choices=("all", "mentions", "none"), default="all",
+    p.add_argument("--wake", choices=get_args(wire.WakeMode), default="all",
                    help="which messages wake it (default: all)")
     p.set_defaults(handler=cmd_agent_add)
 

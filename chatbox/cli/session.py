@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 
+from chatbox.bus import wire
 from chatbox.bus.client import BusClient
 from chatbox.bus.endpoints import Endpoints
 from chatbox.runtime import env
 from chatbox.runtime.config import load
-from chatbox.runtime.workspace import NAME_RE, Workspace, WorkspaceError
+from chatbox.runtime.workspace import Workspace, WorkspaceError
 
 ATTEMPT_TIMEOUT = 2.0
 DEADLINE = 3.0
@@ -54,7 +55,7 @@ class Session:
         if given:
             return given
         if self.as_name:
-            if not NAME_RE.match(self.as_name):
+            if not wire.is_name(self.as_name):
                 raise UsageError(f"--as {self.as_name!r} is not a valid agent name")
             path = self.ws.agent_token_path(self.as_name)
             try:

@@ -10,11 +10,13 @@ import stat
 import subprocess
 import sys
 import tomllib
+import typing
 from pathlib import Path
 
 import pytest
 
 from chatbox.bus import wire
+from chatbox.runtime.config import Engine
 from chatbox.runtime.workspace import Workspace
 from tests.fleet import child_env, short_tempdir, wait_for
 
@@ -201,6 +203,24 @@ def test_post_as_an_agent_is_authored_by_that_agent(fleet):
     nobody = chatbox(fleet.ws, "post", "#general", "hi", "--as", "ghost")
     assert nobody.returncode == 1
     assert "ghost" in one_error_line(nobody)
+
+
+@pytest.mark.parametrize("name", ["kimi\n", "Kimi", "../kimi"])
+def test_as_a_name_that_is_not_a_whole_valid_name_is_a_usage_error(fleet, name):
+    """DESIGN §3: names match the wire's pattern as whole strings ("kimi\\n" is no name)."""
+    fleet.add_agent("kimi")
+    proc = chatbox(fleet.ws, "post", "#general", "hi", "--as", name)
+    assert proc.returncode == 2
+    assert "not a valid agent name" in one_error_line(proc)
+    assert fleet.read("#general") == []
+
+
+def test_agent_add_offers_the_configs_engines_and_the_wires_wake_modes(fleet):
+    """Issue 12 item 4: engines and wake modes are each one Literal, not repeated by the CLI."""
+    proc = chatbox(fleet.ws, "agent", "add", "--help")
+    text = " ".join(proc.stdout.split())
+    assert "{" + ",".join(typing.get_args(Engine)) + "}" in text
+    assert "{" + ",".join(typing.get_args(wire.WakeMode)) + "}" in text
 
 
 def test_agent_list_pause_resume_and_revoke(fleet):
