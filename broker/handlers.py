@@ -67,8 +67,8 @@ class Handlers:
                         "SELECT reply FROM requests WHERE principal = ? AND key = ?",
                         (principal.name, env.idem)).get
                     if stored is not None:
-                        return wire.encode(wire.ResultReply(
-                            rid=env.rid, result=msgspec.msgpack.decode(stored, type=wire.ResultBody)))
+                        first = msgspec.msgpack.decode(stored, type=wire.ResultBody)
+                        return wire.encode(wire.ResultReply(rid=env.rid, result=first))
                 result = self.route(ctx, req)
                 if keyed:
                     # a token is shown once and never stored: a replay gets the file's path only

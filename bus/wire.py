@@ -11,8 +11,9 @@ Frames::
     request   DEALER -> ROUTER   [ payload ]            ROUTER sees [ routing-id, payload ]
               payload = Envelope{v, rid, token, idem, req: Request}
               (the broker reads the head first, then the request: version and token come first)
-    reply     ROUTER -> DEALER   [ payload ]            payload = ResultReply{reply="result", rid, result}
-                                                                | ErrorReply{reply="error", rid, error}
+    reply     ROUTER -> DEALER   [ payload ]            payload = ResultReply{rid, result}
+                                                              | ErrorReply{rid, error}
+                                                    (tagged by reply = "result" | "error")
     event     PUB -> SUB         [ topic, payload ]     topic = b"<kind>/<name>\\0", payload = Event
 
 Topics end in a NUL byte so that a SUB prefix never matches a longer name (``wake/kim`` must not
@@ -26,8 +27,8 @@ Every request that changes state may carry ``idem``, a key made by the client: a
 same key is answered with the first result and never applied twice. :data:`EFFECTS` says, for
 every request type, whether it reads, writes, or only moves a delivery mark.
 
-Request fields carry the bounds of DESIGN §3 as ``msgspec.Meta`` (see ``bounds``): decoding an
-envelope checks them, and :func:`refusal` says which field broke which bound.
+Request fields carry the bounds of DESIGN §3 as ``msgspec.Meta`` (see ``bounds``): decoding a
+request checks them, and :func:`refusal` says which field broke which bound.
 """
 
 from __future__ import annotations
@@ -37,20 +38,19 @@ from typing import Literal, get_args
 
 import msgspec
 
-from chatbox.bus.bounds import (CHANNEL_RE, CHANNEL_RULE, MAX_BODY, MAX_LIMIT, MAX_RESOLUTION,  # noqa: F401
-                                MAX_SEARCH, MAX_TITLE, MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE,
-                                TYPE_RULE, Body, ChannelName, Limit, Name, PostType, Resolution,
-                                SearchLimit, Tier, Title, Topic, Violation, explain, is_channel,
-                                is_name)
+# The rest of the wire, re-exported so that every caller writes ``wire.X``.
+from chatbox.bus.bounds import (  # noqa: F401
+    CHANNEL_RE, CHANNEL_RULE, MAX_BODY, MAX_LIMIT, MAX_RESOLUTION, MAX_SEARCH, MAX_TITLE,
+    MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE, TYPE_RULE, Body, ChannelName, Limit, Name, PostType,
+    Resolution, SearchLimit, Tier, Title, Topic, Violation, explain, is_channel, is_name)
 from chatbox.bus.codes import ERROR_CODES, ErrorCode  # noqa: F401
-from chatbox.bus.results import (AckResult, AgentCreated, AgentResult, AgentsResult,  # noqa: F401
-                                 ChannelResult, ClaimResult, Done, Error, ErrorReply, HelloResult,
-                                 MessageResult, MessagesResult, PrincipalResult, Reply,
-                                 ReportResult, Result, ResultBody, ResultReply, RoomsResult,
-                                 StatusResult, SubscriptionResult, ThreadResult)
-from chatbox.bus.shapes import (AgentInfo, AgentStateName, ChannelInfo, ChannelKind,  # noqa: F401
-                                FlagAction, Kind, Message, Outcome, Subscription, TurnInfo, View,
-                                WakeMode, _Frame)
+from chatbox.bus.results import (  # noqa: F401
+    AckResult, AgentCreated, AgentResult, AgentsResult, ChannelResult, ClaimResult, Done, Error,
+    ErrorReply, HelloResult, MessageResult, MessagesResult, PrincipalResult, Reply, ReportResult,
+    Result, ResultBody, ResultReply, RoomsResult, StatusResult, SubscriptionResult, ThreadResult)
+from chatbox.bus.shapes import (  # noqa: F401
+    AgentInfo, AgentStateName, ChannelInfo, ChannelKind, FlagAction, Kind, Message, Outcome,
+    Subscription, TurnInfo, View, WakeMode, _Frame)
 
 PROTOCOL_VERSION = 2  # 2: a reply is a tagged union, result or error
 

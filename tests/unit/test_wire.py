@@ -247,6 +247,17 @@ def test_a_bound_violation_is_explained_naming_the_field(req, code, field, words
     assert words in err.message and len(err.message) < 200
 
 
+def test_the_broker_refuses_a_bound_violation_naming_the_field_after_the_token(hub):
+    """DESIGN §3, §7: "bob\\n" is refused naming the field — but only to a known token of this
+    protocol version; a stranger learns no more than that its token is unknown."""
+    err = hub.err(wire.AddAgent(name="bob\n"))
+    assert (err.code, err.field) == ("invalid", "name") and "'bob\\n'" in err.message
+    assert hub.err(wire.AddAgent(name="bob\n"), "cbx_unknown").code == "unauthorized"
+    assert hub.send(wire.AddAgent(name="bob\n"), v=wire.PROTOCOL_VERSION + 1).error.code == \
+        "version"
+    assert hub.ok(wire.ListAgents()).agents == []
+
+
 def test_a_malformed_request_is_not_explained_as_a_bound():
     """wire: a value of the wrong type is a bad frame, not a bound violation."""
     raw = msgspec.msgpack.encode({"op": "post", "body": ["not", "text"]})
