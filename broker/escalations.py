@@ -104,7 +104,7 @@ def decide(ctx: Ctx, seq: int, approve: bool, reason: str | None) -> tuple[wire.
 
 
 def decisions(ctx: Ctx, channel: str | None, limit: int) -> wire.MessagesResult:
-    messages.check_limit(limit, 200)
+    messages.check_limit(limit, wire.MAX_SEARCH)
     cols = ", ".join("m." + c.strip() for c in messages.COLUMNS.split(","))
     acl = "" if ctx.principal.is_human else (
         " AND (m.channel IN (SELECT channel FROM subscriptions WHERE principal = :me) OR "

@@ -10,10 +10,8 @@ from chatbox.broker.context import Ctx
 from chatbox.broker.errors import Forbidden, Invalid, NotFound, TooLarge
 from chatbox.broker.store import index_messages
 
-MAX_BODY = 64 * 1024
-MAX_TITLE = 200
-MAX_LIMIT = 1000
-TYPE_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# the wire's bounds, one definition (chatbox.bus.bounds)
+MAX_BODY, MAX_TITLE, MAX_LIMIT, TYPE_RE = wire.MAX_BODY, wire.MAX_TITLE, wire.MAX_LIMIT, wire.TYPE_RE
 # @name; a name never ends in "." or "-" here, so "thanks @kim." mentions kim
 MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9_])?)")
 
@@ -173,7 +171,7 @@ def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Me
     if action in ("pin", "unpin"):
         ctx.db.execute("UPDATE messages SET pinned = ? WHERE seq = ?", (action == "pin", seq))
     elif action == "close":
-        if resolution is not None and len(resolution) > MAX_TITLE * 10:
+        if resolution is not None and len(resolution) > wire.MAX_RESOLUTION:
             raise TooLarge("resolution is too long", field="resolution")
         ctx.db.execute("UPDATE messages SET status = 'closed', resolution = ? WHERE seq = ?",
                        (resolution, seq))
@@ -187,7 +185,7 @@ def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Me
 
 def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.MessagesResult:
     """Full-text search over what the principal may read; every word must match."""
-    check_limit(limit, 200)
+    check_limit(limit, wire.MAX_SEARCH)
     index_messages(ctx.db)
     words = re.findall(r"\w+", query or "")
     if not words:

@@ -7,16 +7,15 @@ directory upward holding ``.chatbox/``, as git finds ``.git/``.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 from pathlib import Path
 
+from chatbox.bus.bounds import NAME_RE  # the wire's whole-string pattern
 from chatbox.bus.endpoints import Endpoints, default_endpoints
 from chatbox.runtime import env
 
 DATA_DIR = ".chatbox"
 CONFIG_FILE = "chatbox.toml"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class WorkspaceError(Exception):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from collections.abc import Callable
 
 from chatbox.broker import entry as broker
@@ -177,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reply-to", type=_seq, metavar="SEQ", help="reply in the thread of SEQ")
     p.add_argument("--title", metavar="T", help="make it a post with this title")
     p.add_argument("--type", metavar="TYPE", help="a post's type (e.g. proposal)")
-    p.add_argument("--tier", type=int, choices=(0, 1, 2), default=0,
+    p.add_argument("--tier", type=int, choices=typing.get_args(wire.Tier), default=0,
                    help="a post's tier; 2 waits for a human's approval")
     p.set_defaults(handler=cmd_post)
 
