@@ -35,14 +35,17 @@ def info(ctx: Ctx, name: str) -> wire.AgentInfo:
         raise NotFound(f"no agent named {name!r}", field="name")
     _, engine, revoked, state, epoch, current, sup, paused, reason = row
     last = ctx.db.execute(
-        "SELECT id, agent, epoch, outcome, exit_code, started_at, ended_at, excerpt, batch "
+        "SELECT id, agent, epoch, outcome, exit_code, started_at, ended_at, excerpt, batch, "
+        "cause, connected_at, input_tokens, output_tokens, cost_usd "
         "FROM turns WHERE agent = ? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
     last_turn = None
     if last is not None:
         batch = sorted(s for seqs in json.loads(last[8]).values() for s in seqs)
         last_turn = wire.TurnInfo(id=last[0], agent=last[1], epoch=last[2], outcome=last[3],
                                   exit_code=last[4], started_at=last[5], ended_at=last[6],
-                                  excerpt=last[7] or "", batch=batch)
+                                  excerpt=last[7] or "", batch=batch, cause=last[9],
+                                  connected=last[10] is not None, input_tokens=last[11],
+                                  output_tokens=last[12], cost_usd=last[13])
     return wire.AgentInfo(name=name, state=state, epoch=epoch, paused=bool(paused),
                           paused_reason=reason, engine=engine,
                           subscriptions=channels.subscriptions_of(ctx, name),

@@ -203,7 +203,7 @@ class Dispatcher:
         """The turn in flight died with its supervisor: it ends ``lost``, a failed turn."""
         turn = turns.get(ctx, fsm.load(ctx, agent).current_turn)
         if turn is not None:
-            self._end_turn(ctx, turn, turns.facts(turn, ctx.now, "lost"))
+            self._end_turn(ctx, turn, turns.facts(turn, ctx.now, "lost", cause=cause))
         fsm.transition(ctx, agent, ASLEEP, f"turn {turn and turn.id} lost: {cause}")
 
     # ------------------------------------------------------------------ turns
@@ -257,9 +257,14 @@ class Dispatcher:
                            f"{req.epoch}); the agent is {row.state} at epoch {row.epoch}",
                            field="epoch")
         turn = turns.get(ctx, row.current_turn)
+        outcome, cause = req.outcome, req.cause
+        if req.needs_connection and outcome == "ok" and not turns.connected(ctx, turn):
+            outcome, cause = "failed", turns.NOT_CONNECTED  # a silent empty turn is a failure
         vetoed, acked = self._end_turn(
-            ctx, turn, turns.facts(turn, ctx.now, req.outcome, exit_code=req.exit_code,
-                                   output=req.output, engine_error=req.engine_error),
+            ctx, turn, turns.facts(turn, ctx.now, outcome, exit_code=req.exit_code,
+                                   output=req.output, engine_error=req.engine_error, cause=cause,
+                                   input_tokens=req.input_tokens, output_tokens=req.output_tokens,
+                                   cost_usd=req.cost_usd),
             digest=req.digest, excerpt=req.excerpt)
         reply = None
         if req.reply is not None and messages.clip_body(req.reply).strip() and not vetoed:
@@ -271,10 +276,10 @@ class Dispatcher:
             self.on_message(ctx, reply)
         if not fsm.load(ctx, req.agent).paused and self.has_due(ctx, req.agent):
             # more arrived during the turn (or its batch is due again): one next turn for all
-            row = fsm.transition(ctx, req.agent, WAKING, f"turn {turn.id} {req.outcome}; more "
+            row = fsm.transition(ctx, req.agent, WAKING, f"turn {turn.id} {outcome}; more "
                                  "is due")
         else:
-            row = fsm.transition(ctx, req.agent, ASLEEP, f"turn {turn.id} {req.outcome}")
+            row = fsm.transition(ctx, req.agent, ASLEEP, f"turn {turn.id} {outcome}")
         return wire.ReportResult(state=row.state, epoch=row.epoch, acked=acked, reply=reply)
 
     def _end_turn(self, ctx: Ctx, turn: turns.Turn, facts: TurnFacts,
@@ -291,7 +296,7 @@ class Dispatcher:
             outcome, vetoed = _VETO_OUTCOME.get(veto.guardrail, facts.outcome), True
             self.trip(ctx, turn.agent, veto, turn.chain)
         acked = turns.settle(ctx, turn, outcome, facts.engine_error)
-        turns.finish(ctx, turn, outcome, exit_code=facts.exit_code,
+        turns.finish(ctx, turn, facts, outcome,
                      output=facts.output if facts.outcome != "lost" else None, **record)
         fsm.count_failure(ctx, turn.agent, policy.is_failure(facts.outcome))
         return vetoed, acked

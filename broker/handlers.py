@@ -13,7 +13,7 @@ import msgspec
 import structlog
 
 from chatbox.bus import wire
-from chatbox.broker import agents, channels, escalations, messages, offsets, principals
+from chatbox.broker import agents, channels, escalations, messages, offsets, principals, turns
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import BrokerError, Invalid
@@ -131,6 +131,9 @@ class Handlers:
             case wire.Sync(nonce=nonce):
                 ctx.publish(wire.sync_topic(nonce), wire.SyncEvent(nonce=nonce))
                 return wire.Done()
+            case wire.Attach():
+                turns.connect(ctx, ctx.principal.name, req.turn)
+                return wire.Done()
             case wire.Whoami():
                 return wire.PrincipalResult(name=ctx.principal.name, role=ctx.principal.role)
             case wire.Status():
@@ -168,14 +171,7 @@ class Handlers:
         raise Invalid(f"unknown request {type(req).__name__}")
 
     def post(self, ctx: Ctx, req: wire.Post) -> wire.Message:
-        chain = None
-        hop = 0
-        if req.turn is not None:
-            chain, hop = self.dispatcher.open_turn(ctx, ctx.principal.name, req.turn)
-            hop += 1
-        msg = messages.post(ctx, req, chain=chain, hop=hop, turn=req.turn)
-        self.dispatcher.on_message(ctx, msg)
-        return msg
+        return self.dispatcher.post(ctx, req)
 
     def add_agent(self, ctx: Ctx, req: wire.AddAgent) -> wire.AgentCreated:
         token = new_token()

@@ -177,6 +177,15 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX requests_created ON requests(created_at);
     """,
+    # 3: what a person needs of a turn: whether its agent connected, the cause of a failure,
+    #    and the usage the CLI reported
+    """
+    ALTER TABLE turns ADD COLUMN connected_at REAL;
+    ALTER TABLE turns ADD COLUMN cause TEXT;
+    ALTER TABLE turns ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE turns ADD COLUMN cost_usd REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -24,6 +24,8 @@ from chatbox.guardrails import AgentHistory, TurnFacts
 
 #: How many of an agent's recent turns the guardrails are shown.
 HISTORY_TURNS = 64
+#: The spend budget's window.
+DAY_SECONDS = 24 * 3600.0
 
 
 class Turn(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,23 +76,42 @@ def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
                 started_at=ctx.now)
 
 
+#: A turn of a real CLI whose agent never reached ChatBox did nothing, whatever its exit code.
+NOT_CONNECTED = ("the agent never connected to ChatBox: its CLI started no chatbox MCP session "
+                 "for this turn (the server failed to start, or the CLI did not wait for it)")
+
+
 def facts(turn: Turn, now: float, outcome: str, *, exit_code: int | None = None,
-          output: str = "", engine_error: bool = False) -> TurnFacts:
+          output: str = "", engine_error: bool = False, cause: str | None = None,
+          input_tokens: int = 0, output_tokens: int = 0,
+          cost_usd: float | None = None) -> TurnFacts:
     """What the guardrails judge of a turn that has just ended."""
     return TurnFacts(turn_id=turn.id, agent=turn.agent, outcome=outcome, exit_code=exit_code,
                      output=output, started_at=turn.started_at, ended_at=now,
-                     engine_error=engine_error)
+                     engine_error=engine_error, cause=cause, input_tokens=input_tokens,
+                     output_tokens=output_tokens, cost_usd=cost_usd)
 
 
-def finish(ctx: Ctx, turn: Turn, outcome: str, *, exit_code: int | None = None,
-           digest: str | None = None, excerpt: str | None = None,
-           output: str | None = None) -> None:
-    """Record how ``turn`` ended."""
+def connect(ctx: Ctx, agent: str, turn: int) -> None:
+    """The agent's MCP server for ``turn`` reached the broker (its first Whoami)."""
+    ctx.db.execute("UPDATE turns SET connected_at = ? WHERE id = ? AND agent = ? AND "
+                   "ended_at IS NULL AND connected_at IS NULL", (ctx.now, turn, agent))
+
+
+def connected(ctx: Ctx, turn: Turn) -> bool:
+    return ctx.db.execute("SELECT connected_at IS NOT NULL FROM turns WHERE id = ?",
+                          (turn.id,)).get == 1
+
+
+def finish(ctx: Ctx, turn: Turn, facts: TurnFacts, outcome: str, *, digest: str | None = None,
+           excerpt: str | None = None, output: str | None = None) -> None:
+    """Record how ``turn`` ended, with its cause and the usage its CLI reported."""
     ctx.db.execute(
         "UPDATE turns SET ended_at = ?, outcome = ?, exit_code = ?, digest = ?, excerpt = ?, "
-        "output = ? WHERE id = ?",
-        (ctx.now, outcome, exit_code, digest, excerpt and excerpt[:2000],
-         output and output[:65536], turn.id))
+        "output = ?, cause = ?, input_tokens = ?, output_tokens = ?, cost_usd = ? WHERE id = ?",
+        (ctx.now, outcome, facts.exit_code, digest, excerpt and excerpt[:2000],
+         output and output[:65536], facts.cause and facts.cause[:2000], facts.input_tokens,
+         facts.output_tokens, facts.cost_usd, turn.id))
 
 
 def acks(outcome: str, engine_error: bool = False) -> bool:
@@ -143,10 +164,15 @@ def history(ctx: Ctx, row: AgentState, before: int | None = None) -> AgentHistor
     """What the guardrails remember of an agent: its ended turns since it was last resumed
     (before turn ``before``, if given), oldest first."""
     rows = ctx.db.execute(
-        "SELECT output, started_at, exit_code FROM turns WHERE agent = ? AND id < ? AND "
+        "SELECT output, started_at, exit_code, cause FROM turns WHERE agent = ? AND id < ? AND "
         "outcome IS NOT NULL AND started_at >= ? ORDER BY id DESC LIMIT ?",
         (row.agent, before if before is not None else 2**62, row.resumed_at,
          HISTORY_TURNS)).fetchall()[::-1]
+    tokens, usd = ctx.db.execute(
+        "SELECT coalesce(sum(input_tokens + output_tokens), 0), coalesce(sum(cost_usd), 0.0) "
+        "FROM turns WHERE agent = ? AND started_at >= ?",
+        (row.agent, max(ctx.now - DAY_SECONDS, row.resumed_at))).fetchone()
     return AgentHistory(agent=row.agent, recent_outputs=[r[0] or "" for r in rows],
                         turn_starts=[r[1] for r in rows], consecutive_failures=row.failures,
-                        recent_exit_codes=[r[2] for r in rows])
+                        recent_exit_codes=[r[2] for r in rows],
+                        recent_causes=[r[3] for r in rows], tokens_today=tokens, usd_today=usd)

@@ -77,6 +77,11 @@ class TurnInfo(_Frame):
     ended_at: float | None = None
     excerpt: str = ""
     batch: list[int] = []
+    cause: str | None = None
+    connected: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
 
 
 class AgentInfo(_Frame):

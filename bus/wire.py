@@ -71,6 +71,13 @@ class Whoami(Request, tag="whoami"):
     pass
 
 
+class Attach(Request, tag="attach"):
+    """An MCP server started for a turn says so: the broker then knows the turn's agent
+    connected (a turn of a real CLI whose agent never did is recorded failed)."""
+
+    turn: int
+
+
 class Status(Request, tag="status"):
     pass
 
@@ -222,10 +229,15 @@ class TurnReport(Request, tag="turn_report"):
     output: str = ""
     reply: str | None = None
     engine_error: bool = False
+    cause: str | None = None       # the CLI's own words for what went wrong (or stderr's)
+    needs_connection: bool = False  # the agent works through the chatbox tools: it must connect
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
 
 
 RequestBody = (
-    Whoami | Status | Post | Read | GetPost | Ack | Inbox | Subscribe | Unsubscribe | Rooms
+    Whoami | Attach | Status | Post | Read | GetPost | Ack | Inbox | Subscribe | Unsubscribe | Rooms
     | CreateChannel | SetFlag | Search | AddAgent | ListAgents | ShowAgent | SetPaused | Revoke
     | Sync | Decide | Escalate | Decisions | Hello | Claim | TurnReport
 )
@@ -233,12 +245,13 @@ RequestBody = (
 # What each request does to the broker's state — the one classification, used by the client
 # (which keys what writes) and the broker (which replays a keyed request's first answer):
 #   reads  changes nothing stored (Sync publishes an event, and stores nothing);
-#   marks  only moves the reader's delivery mark up to what it was shown: the same however often
-#          it is applied, so a retry needs no key and no stored answer;
+#   marks  only moves the reader's delivery mark up to what it was shown (Read), or marks the
+#          reader's turn connected (Attach): the same however often it is applied,
+#          so a retry needs no key and no stored answer;
 #   writes anything else: carries an idempotency key, applied once, its first answer replayed.
 Effect = Literal["reads", "marks", "writes"]
 EFFECTS: dict[type[Request], Effect] = {
-    Whoami: "reads", Status: "reads", GetPost: "reads", Rooms: "reads", Search: "reads",
+    Whoami: "reads", Attach: "marks", Status: "reads", GetPost: "reads", Rooms: "reads", Search: "reads",
     ListAgents: "reads", ShowAgent: "reads", Decisions: "reads", Sync: "reads",
     Read: "marks",
     Post: "writes", Ack: "writes", Inbox: "writes", Subscribe: "writes", Unsubscribe: "writes",

@@ -33,6 +33,10 @@ class TurnFacts(msgspec.Struct, frozen=True):
     started_at: float
     ended_at: float
     engine_error: bool = False
+    cause: str | None = None  # the CLI's own words for a failure, where it gave any
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
 
 
 class AgentHistory(msgspec.Struct, frozen=True):
@@ -48,3 +52,7 @@ class AgentHistory(msgspec.Struct, frozen=True):
     turn_starts: list[float] = msgspec.field(default_factory=list)
     consecutive_failures: int = 0
     recent_exit_codes: list[int | None] = msgspec.field(default_factory=list)
+    recent_causes: list[str | None] = msgspec.field(default_factory=list)  # as the exit codes
+    # what the agent's turns of the last 24 hours used (since a resume, if more recent)
+    tokens_today: int = 0
+    usd_today: float = 0.0

@@ -28,6 +28,10 @@ def _describe(exit_code: int | None) -> str:
     return "no exit code" if exit_code is None else f"exit code {exit_code}"
 
 
+def _because(cause: str | None) -> str:
+    return f": {cause}" if cause else ""
+
+
 class FailureCircuit(Guardrail):
     """Opens after ``max_consecutive_failures`` failed turns in a row."""
 
@@ -41,9 +45,14 @@ class FailureCircuit(Guardrail):
         limit = self.limits.max_consecutive_failures
         if failures < limit:
             return
-        earlier = history.recent_exit_codes[-(failures - 1):] if failures > 1 else []
-        evidence = [f"earlier failed turn: {_describe(code)}" for code in earlier]
-        evidence.append(f"turn {turn.turn_id}: {turn.outcome}, {_describe(turn.exit_code)}")
+        n = failures - 1
+        codes = history.recent_exit_codes[-n:] if n else []
+        causes = (history.recent_causes[-n:] if n else [])
+        causes = [None] * (len(codes) - len(causes)) + list(causes)
+        evidence = [f"earlier failed turn: {_describe(code)}{_because(cause)}"
+                    for code, cause in zip(codes, causes)]
+        evidence.append(f"turn {turn.turn_id}: {turn.outcome}, {_describe(turn.exit_code)}"
+                        f"{_because(turn.cause)}")
         raise self.veto(
             f"Agent {turn.agent} has failed {failures} turns in a row "
             f"(max_consecutive_failures {limit}); the last ended {turn.outcome}.",

@@ -29,7 +29,8 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ``max_turns_per_hour`` the turn budget (``turns.py``); ``repeat_threshold`` and
     ``near_duplicate_ratio`` the livelock detector (``livelock.py``); ``give_up_phrases`` the
     give-up detector (``giveup.py``, whole words after normalisation, so write plain words
-    without ``.:;?!``); ``max_consecutive_failures`` the failure circuit (``failures.py``).
+    without ``.:;?!``); ``max_consecutive_failures`` the failure circuit (``failures.py``); ``max_tokens_per_day`` and
+    ``max_usd_per_day`` the spend budget (``spend.py``).
     The per-turn caps, ``max_redeliveries`` and ``max_batch`` are enforced by the supervisor and
     the broker, not by a guardrail.
     """
@@ -45,6 +46,10 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_redeliveries: int = 3
     max_batch: int = 100
     give_up_phrases: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_GIVE_UP_PHRASES))
+    # the spend budget (``spend.py``): tokens and dollars the CLI reported over 24 hours;
+    # None: no budget
+    max_tokens_per_day: int | None = None
+    max_usd_per_day: float | None = None
 
     def validate(self) -> list[str]:
         """Return one sentence per impossible value; empty when all is well."""
@@ -63,6 +68,10 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             problems.append(f"max_turn_seconds must be positive, got {self.max_turn_seconds}")
         if self.kill_grace_seconds < 0:
             problems.append(f"kill_grace_seconds must be 0 or more, got {self.kill_grace_seconds}")
+        if self.max_tokens_per_day is not None and self.max_tokens_per_day < 1:
+            problems.append(f"max_tokens_per_day must be at least 1, got {self.max_tokens_per_day}")
+        if self.max_usd_per_day is not None and self.max_usd_per_day <= 0:
+            problems.append(f"max_usd_per_day must be positive, got {self.max_usd_per_day}")
         if any(not p.strip() for p in self.give_up_phrases):
             problems.append("give_up_phrases must not contain an empty phrase")
         return problems

@@ -23,13 +23,14 @@ from chatbox.guardrails.giveup import GiveUpDetector
 from chatbox.guardrails.hops import HopBudget
 from chatbox.guardrails.limits import Limits
 from chatbox.guardrails.livelock import LivelockDetector
+from chatbox.guardrails.spend import SpendBudget
 from chatbox.guardrails.turns import TurnBudget
 
 #: The guardrails a policy runs unless told otherwise, in order. After a turn, the failure
 #: circuit speaks first (the process's fate is a plain fact), then give-up (the agent's own
 #: word), then livelock (an inference from several turns).
 DEFAULT_GUARDRAILS: tuple[type[Guardrail], ...] = (
-    HopBudget, TurnBudget, FailureCircuit, GiveUpDetector, LivelockDetector,
+    HopBudget, TurnBudget, SpendBudget, FailureCircuit, GiveUpDetector, LivelockDetector,
 )
 
 

@@ -8,17 +8,17 @@ over what :func:`load` returns. Everything else comes from the file or the defau
 
 ``Engine`` and ``Behaviour`` are the one list of engine names and of stub behaviours.
 
-An agent's ``auth`` decides only what its turns' environment keeps: ``"subscription"`` strips
-API-key variables (``*_API_KEY`` and the like), so the CLI uses its own login; ``"api"`` keeps
-those the agent's ``env`` list lets through from the supervisor's environment. No secrets file is
-read: ``secrets_file`` is accepted and nothing uses it yet.
+An agent's ``auth``: ``"subscription"`` strips API-key variables (``*_API_KEY`` and the like)
+from its turns, so the CLI uses its own login (made in the agent's CLI home); ``"api"`` reads the
+key from the agent's 0600 key file (``secrets_file``, default ``.chatbox/agents/NAME/api_key``)
+and hands it to the CLI in its own variable — never on a command line, never logged.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -58,7 +58,15 @@ class AgentConfig(_Strict):
     command: list[str] = []
     reply: bool = True
     model: str | None = None
-    secrets_file: str | None = None  # accepted, not read: no secrets file is implemented
+    # the model endpoint, for a proxy, a gateway or a compatible API (each CLI's own setting)
+    base_url: str | None = None
+    # auth = "api": the key file (one line, must be 0600); default .chatbox/agents/NAME/api_key
+    secrets_file: str | None = None
+    # where ChatBox writes the CLI's own configuration; default .chatbox/agents/NAME/home
+    home: str | None = None
+    # built-in tools of the CLI opened beside the chatbox ones (names as the CLI spells them)
+    tools: list[str] = []
+    max_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20  # model round trips per turn
     env: list[str] = []
     limits: dict[str, Any] = {}
 
@@ -137,9 +145,11 @@ max_redeliveries = 3        # a message redelivered more often is escalated inst
 
 # [agents.kimi]
 # engine = "kimi"           # stub | command | claude | kimi | codex | gemini
-# auth = "subscription"     # the CLI's own login: API-key variables are stripped from a turn;
-#                           # or "api": keep the key variables named in env (set where the
-#                           # supervisor runs), e.g. env = ["MOONSHOT_API_KEY"]
+# auth = "subscription"     # the CLI's own login, made with `chatbox agent login kimi`;
+#                           # or "api": the key in .chatbox/agents/kimi/api_key (0600)
+# model = "kimi-k2"         # the CLI's model name
+# base_url = "http://127.0.0.1:8080"   # a proxy or compatible endpoint
+# tools = []                # built-in CLI tools opened beside the chatbox ones (none by default)
 
 # [agents.echo]
 # engine = "stub"

@@ -1,66 +1,93 @@
 """Engines: how one turn of each agent CLI is spelled as argv + stdin + environment.
 
-``build_turn`` returns ``(argv, stdin_bytes, extra_env, reply_mode)``. ``reply_mode`` says who
-answers: ``"stdout"`` — the supervisor posts the turn's stdout as the reply (``stub``, and
-``command`` with ``reply = true``); ``"tools"`` — the agent posts through the chatbox MCP tools
-itself and stdout is only evidence. Never a shell; the prompt goes on stdin wherever the CLI
-reads it there (flags and pitfalls: ``notes/cli-engines.md``).
+``build_turn`` returns a ``Turn``: argv, stdin bytes, extra environment, and ``reply_mode`` —
+``"stdout"``: the supervisor posts the turn's stdout as the reply (``stub``, and ``command``
+with ``reply = true``); ``"tools"``: the agent posts through the chatbox MCP tools itself and
+stdout is only evidence. Never a shell, and no message text on any command line
+(``/proc/PID/cmdline`` is world-readable): the prompt goes on stdin, or — Kimi Code reads no
+stdin in print mode — a prompt without bodies tells the agent to fetch its batch with ``inbox``.
 
-    stub     python -m supervisor.stub --behaviour B --delay D      stdin: the batch JSON
-    command  options["argv"], {agent} and {workspace} substituted    stdin: the prompt
+    stub     python -I -S supervisor/stub.py --behaviour B --delay D     stdin: the batch JSON
+    command  options argv, {agent} and {workspace} substituted           stdin: the prompt
     claude   claude -p --output-format stream-json --verbose --mcp-config=<chatbox only>
-             --strict-mcp-config --tools= --allowedTools=mcp__chatbox__* --permission-mode dontAsk
-             --max-turns N                                         stdin: the prompt
-    codex    codex exec --json --skip-git-repo-check --sandbox read-only
-             -c mcp_servers.chatbox.… -                            stdin: the prompt
-    gemini   gemini -p <pointer> --output-format stream-json --skip-trust
-             --allowed-mcp-server-names chatbox                    stdin: the prompt
-    kimi     kimi -p <prompt> --output-format stream-json          (Kimi Code reads no stdin)
+             --strict-mcp-config --tools=<opened> --allowedTools=mcp__chatbox__*
+             --permission-mode dontAsk --max-turns N                     stdin: the prompt
+    codex    codex exec --json --skip-git-repo-check --sandbox read-only -   stdin: the prompt
+    gemini   gemini --output-format stream-json --skip-trust             stdin: the prompt
+    kimi     kimi -p <pointer without bodies> --output-format stream-json
 
-Kimi Code and Gemini take MCP servers only from their config files (``$KIMI_CODE_HOME/mcp.json``,
-``$GEMINI_CLI_HOME/.gemini/settings.json``); ``options["home"]`` points the CLI at a per-agent
-home, and ``mcp_config()`` is the ``mcpServers`` object to write there.
+Each real CLI runs with its per-agent configuration written by ``cli_homes`` (the chatbox server
+alone, made to wait for, built-in tools off). ``@`` in message text is escaped for claude and
+gemini, which read ``@path`` as a file to paste into the request. Facts: docs/ENGINES.md.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+import typing
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+import msgspec
+
+from chatbox.runtime.config import Behaviour, Engine
+from chatbox.supervisor import cli_homes
 from chatbox.supervisor.errors import EngineError
 
-ENGINES = ("stub", "command", "claude", "codex", "gemini", "kimi")
-STUB_BEHAVIOURS = ("reply", "fail", "hang", "repeat", "give-up")
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
+STUB_BEHAVIOURS: tuple[str, ...] = typing.get_args(Behaviour)
 DEFAULT_MAX_TURNS = 20
-# Linux refuses one argv element over 128 KiB (MAX_ARG_STRLEN); keep a margin.
-MAX_ARG_BYTES = 120_000
 API_KEY_VARIABLES = frozenset({
     "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY", "CODEX_API_KEY",
     "GEMINI_API_KEY", "GOOGLE_API_KEY", "MOONSHOT_API_KEY", "KIMI_API_KEY", "KIMI_MODEL_API_KEY",
+    "CHATBOX_MODEL_API_KEY",
 })
-_GEMINI_POINTER = "Act on the ChatBox messages above, as they instruct."
+# each CLI's own command, and what to install when it is missing (supervisor start check)
+COMMANDS = {"claude": "claude", "codex": "codex", "gemini": "gemini", "kimi": "kimi"}
+PACKAGES = {"claude": "@anthropic-ai/claude-code", "codex": "@openai/codex",
+            "gemini": "@google/gemini-cli", "kimi": "@moonshot-ai/kimi-code"}
 
-Turn = tuple[list[str], bytes, dict[str, str], str]
+
+class TurnInput(msgspec.Struct, kw_only=True):
+    """What a builder needs: the turn's text, where it runs, and the agent's engine options."""
+
+    agent: str
+    prompt: str            # the full prompt, bodies included (stdin only)
+    pointer: str           # the same turn without any message text (for a command line)
+    batch_json: bytes      # the stub's input
+    workspace: str
+    mcp: list[str]         # how the CLI starts the chatbox MCP server (the relay)
+    home: Path | None = None  # the agent's CLI home (cli_homes); None for stub and command
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None  # auth = "api": read from the agent's 0600 key file
+    tools: list[str] = []  # built-in tools the agent's config opens beside the chatbox ones
+    max_turns: int = DEFAULT_MAX_TURNS
+    stub: dict = {}
+    command: list[str] = []
+    reply: bool = True
 
 
-def build_turn(engine: str, *, agent: str, prompt: str, batch_json: bytes, options: dict,
-               workspace: str, mcp_command: list[str]) -> Turn:
+class Turn(msgspec.Struct, kw_only=True):
+    argv: list[str]
+    stdin: bytes
+    env: dict[str, str]
+    reply_mode: str  # "stdout" | "tools"
+
+
+def build_turn(engine: str, inp: TurnInput) -> Turn:
     """The command of one turn of ``engine``; ``EngineError`` if it cannot be built."""
     builder = _BUILDERS.get(engine)
     if builder is None:
         raise EngineError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    return builder(agent=agent, prompt=prompt, batch_json=batch_json, options=options or {},
-                   workspace=workspace, mcp_command=mcp_command)
-
-
-def mcp_config(mcp_command: list[str]) -> dict:
-    """The ``mcpServers`` object holding the chatbox server and nothing else."""
-    if not mcp_command:
-        raise EngineError("the chatbox MCP command is empty")
-    return {"mcpServers": {"chatbox": {"type": "stdio", "command": mcp_command[0],
-                                       "args": list(mcp_command[1:])}}}
+    if engine in COMMANDS:
+        if inp.home is None:
+            raise EngineError(f"engine {engine!r} needs the agent's CLI home")
+        if not inp.mcp:
+            raise EngineError("the chatbox MCP command is empty")
+        cli_homes.prepare(inp.home)
+    return builder(inp)
 
 
 def strip_api_keys(env: Mapping[str, str]) -> dict[str, str]:
@@ -69,79 +96,104 @@ def strip_api_keys(env: Mapping[str, str]) -> dict[str, str]:
             if k.upper() not in API_KEY_VARIABLES and not k.upper().endswith("_API_KEY")}
 
 
+def escape_at(text: str) -> str:
+    """``@word`` would be a file reference to claude and gemini; ``\\@word`` is plain text."""
+    return text.replace("@", "\\@")
+
+
 # --------------------------------------------------------------------------- builders
 
-def _stub(*, batch_json: bytes, options: dict, **_) -> Turn:
-    behaviour = options.get("behaviour", "reply")
+def _stub(inp: TurnInput) -> Turn:
+    behaviour = inp.stub.get("behaviour", "reply")
     if behaviour not in STUB_BEHAVIOURS:
         raise EngineError(f"stub behaviour {behaviour!r} is unknown; expected one of "
                           f"{', '.join(STUB_BEHAVIOURS)}")
-    delay = _number(options.get("delay", 0.0), "stub delay")
+    delay = _number(inp.stub.get("delay", 0.0), "stub delay")
     if not sys.executable:
         raise EngineError("the stub needs sys.executable, which this Python does not know")
     # The stub imports only the standard library: run its file isolated and without `site`
     # (half of a Python start-up here), so a turn starts in ~15 ms instead of ~30.
     stub = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stub.py")
     argv = [sys.executable, "-I", "-S", stub, "--behaviour", behaviour, "--delay", repr(delay)]
-    return argv, batch_json, {}, "stdout"
+    return Turn(argv=argv, stdin=inp.batch_json, env={}, reply_mode="stdout")
 
 
-def _command(*, agent: str, prompt: str, options: dict, workspace: str, **_) -> Turn:
-    template = options.get("argv")
-    if not template or not isinstance(template, list) or not all(isinstance(a, str) for a in template):
-        raise EngineError("engine 'command' needs options argv = a non-empty list of strings")
-    argv = [a.replace("{agent}", agent).replace("{workspace}", workspace) for a in template]
-    return argv, prompt.encode("utf-8"), {}, "stdout" if options.get("reply") else "tools"
+def _command(inp: TurnInput) -> Turn:
+    template = inp.command
+    if not template or not all(isinstance(a, str) for a in template):
+        raise EngineError("engine 'command' needs command = a non-empty list of strings")
+    argv = [a.replace("{agent}", inp.agent).replace("{workspace}", inp.workspace)
+            for a in template]
+    return Turn(argv=argv, stdin=inp.prompt.encode("utf-8"), env={},
+                reply_mode="stdout" if inp.reply else "tools")
 
 
-def _claude(*, prompt: str, options: dict, mcp_command: list[str], **_) -> Turn:
-    allowed = ",".join(["mcp__chatbox__*", *options.get("allowed_tools", ())])
+def _claude(inp: TurnInput) -> Turn:
+    config = cli_homes.claude(inp.home, inp.mcp)
+    builtins = [t for t in inp.tools if not t.startswith("mcp__")]
     argv = ["claude", "-p", "--output-format", "stream-json", "--verbose",
-            "--mcp-config=" + json.dumps(mcp_config(mcp_command), separators=(",", ":")),
-            "--strict-mcp-config", "--tools=" + ",".join(options.get("tools", ())),
-            "--allowedTools=" + allowed, "--permission-mode", "dontAsk",
-            "--max-turns", str(int(_number(options.get("max_turns", DEFAULT_MAX_TURNS), "max_turns")))]
-    argv += _model(options)
-    return argv, prompt.encode("utf-8"), {}, "tools"
+            f"--mcp-config={config}", "--strict-mcp-config", "--tools=" + ",".join(builtins),
+            "--allowedTools=" + ",".join(["mcp__chatbox__*", *inp.tools]),
+            "--permission-mode", "dontAsk", "--max-turns", str(inp.max_turns)]
+    argv += _model(inp)
+    env = {**_common(inp, "claude"), "MCP_TIMEOUT": str(cli_homes.MCP_STARTUP_SECONDS * 1000),
+           "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+           # a bad key fails the turn in seconds instead of ten retries over minutes
+           "CLAUDE_CODE_MAX_RETRIES": "2"}
+    if inp.base_url:
+        env["ANTHROPIC_BASE_URL"] = inp.base_url
+    if inp.api_key:
+        env["ANTHROPIC_API_KEY"] = inp.api_key
+    return Turn(argv=argv, stdin=escape_at(inp.prompt).encode("utf-8"), env=env,
+                reply_mode="tools")
 
 
-def _codex(*, prompt: str, options: dict, mcp_command: list[str], **_) -> Turn:
-    server = mcp_config(mcp_command)["mcpServers"]["chatbox"]
-    argv = ["codex", "exec", "--json", "--skip-git-repo-check",
-            "--sandbox", options.get("sandbox", "read-only"),
-            # -c values are TOML; a JSON string or array of strings is valid TOML
-            "-c", "mcp_servers.chatbox.command=" + json.dumps(server["command"]),
-            "-c", "mcp_servers.chatbox.args=" + json.dumps(server["args"]),
-            "-c", 'mcp_servers.chatbox.default_tools_approval_mode="approve"']
-    argv += _model(options)
-    argv.append("-")  # the prompt is on stdin (a positional prompt would also read stdin)
-    return argv, prompt.encode("utf-8"), _home(options, "CODEX_HOME"), "tools"
+def _codex(inp: TurnInput) -> Turn:
+    cli_homes.codex(inp.home, inp.mcp, model=inp.model, base_url=inp.base_url, tools=inp.tools)
+    argv = ["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox",
+            "workspace-write" if "shell" in inp.tools else "read-only", "-"]
+    env = _common(inp, "codex")
+    if inp.api_key:
+        env["CHATBOX_MODEL_API_KEY" if inp.base_url else "CODEX_API_KEY"] = inp.api_key
+    return Turn(argv=argv, stdin=inp.prompt.encode("utf-8"), env=env, reply_mode="tools")
 
 
-def _gemini(*, prompt: str, options: dict, **_) -> Turn:
-    # gemini appends -p to what stdin carries; the prompt itself stays off the command line
-    argv = ["gemini", "-p", _GEMINI_POINTER, "--output-format", "stream-json", "--skip-trust",
-            "--allowed-mcp-server-names", "chatbox"]
-    argv += _model(options)
-    return argv, prompt.encode("utf-8"), _home(options, "GEMINI_CLI_HOME"), "tools"
+def _gemini(inp: TurnInput) -> Turn:
+    cli_homes.gemini(inp.home, inp.mcp, api_key=inp.api_key is not None, tools=inp.tools)
+    # headless because stdin is not a terminal; the prompt stays off the command line
+    argv = ["gemini", "--output-format", "stream-json", "--skip-trust"] + _model(inp)
+    env = _common(inp, "gemini")
+    if inp.base_url:
+        env["GOOGLE_GEMINI_BASE_URL"] = inp.base_url
+    if inp.api_key:
+        env["GEMINI_API_KEY"] = inp.api_key
+    return Turn(argv=argv, stdin=escape_at(inp.prompt).encode("utf-8"), env=env,
+                reply_mode="tools")
 
 
-def _kimi(*, prompt: str, options: dict, **_) -> Turn:
-    # Kimi Code's print mode takes the prompt only as -p's value: it has to be on the command line
-    if len(prompt.encode("utf-8")) > MAX_ARG_BYTES:
-        raise EngineError(f"the prompt is {len(prompt.encode('utf-8'))} bytes; kimi -p takes at "
-                          f"most {MAX_ARG_BYTES} (a smaller batch fits)")
-    argv = ["kimi", "-p", prompt, "--output-format", "stream-json"] + _model(options)
-    env = {"KIMI_CODE_NO_AUTO_UPDATE": "1", **_home(options, "KIMI_CODE_HOME")}
-    return argv, b"", env, "tools"
+def _kimi(inp: TurnInput) -> Turn:
+    cli_homes.kimi(inp.home, inp.mcp, tools=inp.tools)
+    argv = ["kimi", "-p", inp.pointer, "--output-format", "stream-json"] + _model(inp)
+    env = {**_common(inp, "kimi"), "KIMI_CODE_NO_AUTO_UPDATE": "1", "KIMI_DISABLE_TELEMETRY": "1"}
+    if inp.api_key or inp.base_url:  # a model without a login: Kimi Code's environment settings
+        env["KIMI_MODEL_PROVIDER_TYPE"] = "kimi"
+        if inp.model:
+            env["KIMI_MODEL_NAME"] = inp.model
+        if inp.base_url:
+            env["KIMI_MODEL_BASE_URL"] = inp.base_url.rstrip("/") + "/v1"
+        if inp.api_key:
+            env["KIMI_MODEL_API_KEY"] = inp.api_key
+    return Turn(argv=argv, stdin=b"", env=env, reply_mode="tools")
 
 
-def _model(options: dict) -> list[str]:
-    return ["--model", str(options["model"])] if options.get("model") else []
+def _common(inp: TurnInput, engine: str) -> dict[str, str]:
+    """The CLI's own home variable and a private TMPDIR (gemini writes error reports there)."""
+    return {cli_homes.HOME_VARIABLE[engine]: str(cli_homes.engine_home(inp.home, engine)),
+            "TMPDIR": str(inp.home / "tmp")}
 
 
-def _home(options: dict, variable: str) -> dict[str, str]:
-    return {variable: str(options["home"])} if options.get("home") else {}
+def _model(inp: TurnInput) -> list[str]:
+    return ["--model", inp.model] if inp.model else []
 
 
 def _number(value: object, what: str) -> float:
@@ -150,48 +202,7 @@ def _number(value: object, what: str) -> float:
     return float(value)
 
 
-_BUILDERS: dict[str, Callable[..., Turn]] = {
+_BUILDERS: dict[str, Callable[[TurnInput], Turn]] = {
     "stub": _stub, "command": _command, "claude": _claude, "codex": _codex,
     "gemini": _gemini, "kimi": _kimi,
 }
-
-
-# --------------------------------------------------------------------------- engine errors
-
-def engine_error(engine: str, output: str) -> bool:
-    """True when the output carries the engine's own error result, whatever the exit code."""
-    if engine not in _BUILDERS:
-        raise EngineError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    match engine:
-        case "claude":
-            final = next((e for e in reversed(_events(output)) if e.get("type") == "result"), None)
-            return final is not None and (final.get("is_error") is True
-                                          or str(final.get("subtype", "")).startswith("error"))
-        case "codex":
-            # turn.failed, or a top-level error that no turn.completed followed (item-level
-            # "error" items are warnings and do not count)
-            kinds = [e.get("type") for e in _events(output)]
-            return "turn.failed" in kinds or ("error" in kinds and "turn.completed" not in kinds)
-        case "gemini":
-            return any((e.get("type") == "result" and e.get("status") == "error")
-                       or (e.get("type") == "error" and e.get("severity") == "error")
-                       for e in _events(output))
-        case _:
-            # stub and command have no error record; Kimi Code reports errors on stderr + exit 1
-            return False
-
-
-def _events(output: str) -> list[dict]:
-    """The JSON objects of a JSONL output; other lines (debug noise, a cut last line) skipped."""
-    events = []
-    for line in output.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable
 
 import msgspec
@@ -14,10 +15,10 @@ from chatbox.runtime import env
 from chatbox.runtime.config import AgentConfig
 from chatbox.runtime.workspace import Workspace
 from chatbox.guardrails.limits import Limits
-from chatbox.supervisor import engines
-from chatbox.supervisor.errors import SupervisorError
+from chatbox.supervisor import engine_output, engines
+from chatbox.supervisor.errors import EngineError, SupervisorError
 from chatbox.supervisor.mcp_hub import McpHub
-from chatbox.supervisor.prompt import render_prompt
+from chatbox.supervisor.prompt import render_pointer, render_prompt
 from chatbox.supervisor.capped import TurnSpec, allowed_env, run_capped
 
 log = structlog.get_logger("supervisor")
@@ -42,16 +43,6 @@ class TurnRunner:
         self.ws = ws
         self.hub = hub  # the agent's long-lived MCP server; None: each turn starts its own
 
-    def options(self) -> dict:
-        c = self.config
-        match c.engine:
-            case "stub":
-                return {"behaviour": c.stub.behaviour, "delay": c.stub.delay}
-            case "command":
-                return {"argv": list(c.command), "reply": c.reply}
-            case _:
-                return {"model": c.model} if c.model else {}
-
     def mcp_command(self, turn: int) -> list[str]:
         """How the turn's CLI starts the chatbox MCP server: the relay to the hub, or a fresh
         ``chatbox mcp`` where there is no hub."""
@@ -60,23 +51,60 @@ class TurnRunner:
             return self.hub.relay_command(turn)
         return server_command(self.agent, self.ws)
 
+    @property
+    def home(self) -> Path:
+        """The agent's CLI home: ``home`` in chatbox.toml (relative to the workspace), or its own
+        directory under the data directory."""
+        if self.config.home:
+            return (self.ws.root / self.config.home).resolve()
+        return self.ws.agent_home(self.agent)
+
+    def api_key(self) -> str | None:
+        """``auth = "api"``: the key from the agent's key file, which must be 0600."""
+        if self.config.auth != "api":
+            return None
+        path = (self.ws.root / self.config.secrets_file if self.config.secrets_file
+                else self.ws.agent_api_key_path(self.agent))
+        try:
+            st = path.stat()
+            if st.st_mode & 0o077:
+                raise EngineError(f"the API key file {path} is readable by others; "
+                                  f"`chmod 600 {path}`")
+            key = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise EngineError(f'auth = "api" but there is no key file at {path}; write the '
+                              "key there, one line, mode 0600") from None
+        except OSError as exc:
+            raise EngineError(f"cannot read the API key file {path}: {exc.strerror}") from None
+        if not key:
+            raise EngineError(f"the API key file {path} is empty")
+        return key
+
     def build(self, turn: int, messages: list[wire.Message]) -> tuple[TurnSpec, str]:
-        prompt = render_prompt(self.agent, messages,
-                               redelivered={m.seq for m in messages if m.redelivered})
-        batch_json = msgspec.json.encode({"agent": self.agent, "turn": turn,
-                                          "messages": messages})
-        argv, stdin, extra_env, reply_mode = engines.build_turn(
-            self.config.engine, agent=self.agent, prompt=prompt, batch_json=batch_json,
-            options=self.options(), workspace=str(self.ws.root), mcp_command=self.mcp_command(turn))
+        c = self.config
+        real = c.engine in engines.COMMANDS
+        inp = engines.TurnInput(
+            agent=self.agent, workspace=str(self.ws.root),
+            prompt=render_prompt(self.agent, messages,
+                                 redelivered={m.seq for m in messages if m.redelivered}),
+            pointer=render_pointer(self.agent, messages),
+            batch_json=msgspec.json.encode({"agent": self.agent, "turn": turn,
+                                            "messages": messages}),
+            mcp=self.mcp_command(turn) if c.engine != "stub" else [],
+            home=self.home if real else None, model=c.model, base_url=c.base_url,
+            api_key=self.api_key() if real else None, tools=list(c.tools),
+            max_turns=c.max_turns, stub={"behaviour": c.stub.behaviour, "delay": c.stub.delay},
+            command=list(c.command), reply=c.reply)
+        built = engines.build_turn(c.engine, inp)
         child_env = allowed_env(os.environ, {
-            **extra_env, **env.for_turn(turn, self.agent, str(self.ws.root))}, self.config.env)
-        if self.config.auth == "subscription":
+            **built.env, **env.for_turn(turn, self.agent, str(self.ws.root))}, c.env)
+        if c.auth == "subscription":
             child_env = engines.strip_api_keys(child_env)
-        spec = TurnSpec(argv=argv, stdin=stdin, env=child_env, cwd=str(self.ws.root),
+        spec = TurnSpec(argv=built.argv, stdin=built.stdin, env=child_env, cwd=str(self.ws.root),
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,
                         kill_grace_seconds=self.limits.kill_grace_seconds)
-        return spec, reply_mode
+        return spec, built.reply_mode
 
     def run(self, turn: int, epoch: int, messages: list[wire.Message], supervisor: str, *,
             cancel_fd: int | None = None,
@@ -87,16 +115,28 @@ class TurnRunner:
         except SupervisorError as exc:  # a misconfigured engine fails the turn, not the process
             log.error("turn_unbuildable", turn=turn, error=str(exc))
             return wire.TurnReport(agent=self.agent, supervisor=supervisor, turn=turn,
-                                   epoch=epoch, outcome="failed", output=f"not started: {exc}")
+                                   epoch=epoch, outcome="failed", output=f"not started: {exc}",
+                                   cause=f"not started: {exc}")
         result = run_capped(spec, cancel_fd=cancel_fd, is_cancelled=is_cancelled,
                           on_start=lambda pid: log.info("turn_spawned", turn=turn, pid=pid))
+        engine = self.config.engine
         outcome = _OUTCOMES.get(result.outcome, "failed")
         reply = result.output.strip() if reply_mode == "stdout" and outcome == "ok" else None
-        engine_error = engines.engine_error(self.config.engine, result.output)
+        engine_error = engine_output.engine_error(engine, result.output)
+        cause = None
+        if outcome != "ok" or engine_error:
+            cause = engine_output.cause(engine, result.output, result.stderr_tail)
+        if outcome == "ok" and engine_output.mcp_connected(engine, result.output) is False:
+            outcome, cause = "failed", "the CLI reports the chatbox MCP server did not connect"
+        used = engine_output.usage(engine, result.output, self.home if engine in
+                                   engines.COMMANDS else None) or engine_output.Usage()
         log.info("turn", turn=turn, outcome=outcome, runner=result.outcome,
                  exit_code=result.exit_code, seconds=round(result.ended_at - result.started_at, 3),
-                 batch=len(messages), stderr=result.stderr_tail[-300:] or None)
+                 batch=len(messages), cause=cause, tokens=used.input_tokens + used.output_tokens)
         return wire.TurnReport(agent=self.agent, supervisor=supervisor, turn=turn, epoch=epoch,
                                outcome=outcome, exit_code=result.exit_code, digest=result.digest,
                                excerpt=result.excerpt, output=result.output[:65536],
-                               reply=reply or None, engine_error=engine_error)
+                               reply=reply or None, engine_error=engine_error, cause=cause,
+                               needs_connection=engine in engines.COMMANDS,
+                               input_tokens=used.input_tokens, output_tokens=used.output_tokens,
+                               cost_usd=used.cost_usd)

@@ -152,6 +152,11 @@ def agent_details(agent: wire.AgentInfo) -> str:
         lines.append(f"last turn:    {turn.id} {safe_line(turn.outcome or 'running')} "
                      f"(exit {turn.exit_code if turn.exit_code is not None else '-'}, {ended}) "
                      f"handled {' '.join(f'#{s}' for s in turn.batch) or '-'}")
+        if turn.cause:
+            lines.append(f"  cause: {safe_line(turn.cause)}")
+        if turn.input_tokens or turn.output_tokens or turn.cost_usd is not None:
+            cost = f", ${turn.cost_usd:.4f}" if turn.cost_usd is not None else ""
+            lines.append(f"  usage: {turn.input_tokens} in / {turn.output_tokens} out tokens{cost}")
         if turn.excerpt:
             lines.append(f"  {safe_block(turn.excerpt, '  ')}")
     return "\n".join(lines)

@@ -70,6 +70,8 @@ class Adapter:
         self.role = who.role
         if not self._verified:
             log.info("identity_verified", role=who.role)
+            if self.turn is not None:  # the broker now knows this turn's agent connected
+                self._call(wire.Attach(turn=self.turn), deadline=deadline)
         self._verified = True
 
     # ------------------------------------------------------------------ entry

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from chatbox import guardrails
+from chatbox.guardrails.spend import SpendBudget
 from chatbox.guardrails import (
     AgentHistory, FailureCircuit, GiveUpDetector, Guardrail, HopBudget, InvalidLimits, Limits,
     LivelockDetector, MessageFacts, Policy, TurnBudget, TurnFacts, Veto,
@@ -45,9 +46,10 @@ def test_base_guardrail_hooks_are_no_ops():
 
 
 def test_default_policy_runs_every_guardrail_in_order():
-    """DESIGN §5: hop budget, turn budget, failures, give-up and livelock all apply."""
+    """DESIGN §5: hop budget, turn and spend budgets, failures, give-up and livelock all apply."""
     policy = Policy(Limits())
-    assert [type(g) for g in policy.guardrails] == [HopBudget, TurnBudget, FailureCircuit, GiveUpDetector, LivelockDetector]
+    assert [type(g) for g in policy.guardrails] == [HopBudget, TurnBudget, SpendBudget,
+                                                     FailureCircuit, GiveUpDetector, LivelockDetector]
     assert policy.hops is policy.guardrails[0]
 
 

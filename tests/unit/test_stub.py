@@ -138,8 +138,8 @@ def test_the_stub_imports_only_the_standard_library():
 
 def test_the_engine_argv_runs_the_stub():
     """build_turn('stub') gives an argv and stdin that produce the stub's reply."""
-    argv, stdin, env, mode = engines.build_turn(
-        "stub", agent="echo", prompt="ignored", batch_json=json.dumps(BATCH).encode(),
-        options={"behaviour": "reply", "delay": 0.0}, workspace=str(ROOT), mcp_command=["chatbox"])
-    done = subprocess.run(argv, input=stdin, cwd=ROOT, capture_output=True, timeout=10)
-    assert (done.returncode, done.stdout, mode) == (0, b"ack 12 13 14\n", "stdout")
+    turn = engines.build_turn("stub", engines.TurnInput(
+        agent="echo", prompt="ignored", pointer="ignored", batch_json=json.dumps(BATCH).encode(),
+        stub={"behaviour": "reply", "delay": 0.0}, workspace=str(ROOT), mcp=[]))
+    done = subprocess.run(turn.argv, input=turn.stdin, cwd=ROOT, capture_output=True, timeout=10)
+    assert (done.returncode, done.stdout, turn.reply_mode) == (0, b"ack 12 13 14\n", "stdout")

@@ -30,6 +30,7 @@ CHANNEL = wire.ChannelInfo(name="#ops", topic="ops", kind="private", created_by=
 
 REQUESTS: list[wire.Request] = [
     wire.Whoami(),
+    wire.Attach(turn=1),
     wire.Status(),
     wire.Post(channel="#general", body="b", kind="post", title="t", type="task", tier=2,
               in_reply_to=None, turn=4),
@@ -286,13 +287,6 @@ def _state(hub) -> dict[str, list[tuple]]:
     return {t: sorted(map(tuple, db.execute(f"SELECT * FROM {t}")), key=repr) for t in tables}
 
 
-def _offsets_without(state: dict[str, list[tuple]], hub, *drop: str) -> dict[str, list[tuple]]:
-    cols = [c[1] for c in hub.store.db.execute("PRAGMA table_info(offsets)")]
-    keep = [i for i, c in enumerate(cols) if c not in drop]
-    return {**state, "offsets": sorted((tuple(r[i] for i in keep) for r in state["offsets"]),
-                                       key=repr)}
-
-
 def _world(hub) -> tuple[dict[str, str], dict[type, wire.Request]]:
     """A workspace with an agent, a thread and a decision, and one sample request of each kind
     that succeeds there."""
@@ -303,6 +297,10 @@ def _world(hub) -> tuple[dict[str, str], dict[type, wire.Request]]:
     samples = {type(r): r for r in REQUESTS}
     samples[wire.GetPost] = wire.GetPost(seq=post.seq)
     samples[wire.Read] = wire.Read(channel="#general")
+    # kim is woken by the decision on its post: a turn in flight, for Attach to mark connected
+    hello = hub.ok(wire.Hello(agent="kim", supervisor="sup"), kim)
+    claim = hub.ok(wire.Claim(agent="kim", supervisor="sup", epoch=hello.epoch), kim)
+    samples[wire.Attach] = wire.Attach(turn=claim.turn)
     return {"alice": hub.admin, "kim": kim}, samples
 
 
@@ -320,20 +318,33 @@ def test_requests_classified_as_reads_change_nothing_stored(hub, who):
         assert _state(hub) == before, f"{kind.__name__} changed the store"
 
 
-def test_a_request_classified_as_marks_only_moves_delivery_marks_and_repeats_harmlessly(hub):
-    """DESIGN §2: Read marks what it shows as delivered — the one write a retry may repeat
-    without a key, since applying it again changes nothing more."""
+def _without(state: dict[str, list[tuple]], hub, drop: dict[str, tuple[str, ...]]):
+    """``state`` with the columns ``drop`` names (table -> columns) left out."""
+    out = dict(state)
+    for table, columns in drop.items():
+        cols = [c[1] for c in hub.store.db.execute(f"PRAGMA table_info({table})")]
+        keep = [i for i, c in enumerate(cols) if c not in columns]
+        out[table] = sorted((tuple(r[i] for i in keep) for r in state[table]), key=repr)
+    return out
+
+
+# what a "marks" request may change: the reader's delivery marks, and its turn's connection
+MARKS = {"offsets": ("delivered", "updated_at"), "turns": ("connected_at",)}
+
+
+def test_a_request_classified_as_marks_only_moves_marks_and_repeats_harmlessly(hub):
+    """DESIGN §2: Read marks what it shows as delivered, Attach marks a turn's agent connected —
+    the writes a retry may repeat without a key, since applying one again changes nothing more."""
     tokens, samples = _world(hub)
     for kind in (t for t, e in wire.EFFECTS.items() if e == "marks"):
         before = _state(hub)
         hub.ok(samples[kind], tokens["kim"])
         once = _state(hub)
         assert once != before, f"{kind.__name__} marks nothing: classify it as a read"
-        marks = ("delivered", "updated_at")
-        assert _offsets_without(once, hub, *marks) == _offsets_without(before, hub, *marks)
+        assert _without(once, hub, MARKS) == _without(before, hub, MARKS), kind.__name__
         hub.ok(samples[kind], tokens["kim"])
-        assert _offsets_without(_state(hub), hub, "updated_at") == \
-            _offsets_without(once, hub, "updated_at")
+        assert _without(_state(hub), hub, {"offsets": ("updated_at",)}) == \
+            _without(once, hub, {"offsets": ("updated_at",)}), kind.__name__
 
 
 def test_requests_classified_as_writes_carry_a_key_from_the_client():
