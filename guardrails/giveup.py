@@ -123,8 +123,10 @@ class GiveUpDetector(Guardrail):
     def after_turn(self, turn: TurnFacts, history: AgentHistory) -> None:
         """Veto when the engine reported an error result or the output gives up."""
         if turn.engine_error:
+            cause = f": {turn.cause}" if turn.cause else ""
             raise self.veto(
-                f"The engine reported an error result for turn {turn.turn_id} of agent {turn.agent}.",
+                f"The engine reported an error result for turn {turn.turn_id} of agent "
+                f"{turn.agent}{cause}",
                 [f"outcome {turn.outcome}, exit code {turn.exit_code}", excerpt(turn.output)],
             )
         found = self.search(turn.output)

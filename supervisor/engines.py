@@ -173,9 +173,12 @@ def _gemini(inp: TurnInput) -> Turn:
 
 def _kimi(inp: TurnInput) -> Turn:
     cli_homes.kimi(inp.home, inp.mcp, tools=inp.tools)
-    argv = ["kimi", "-p", inp.pointer, "--output-format", "stream-json"] + _model(inp)
+    argv = ["kimi", "-p", inp.pointer, "--output-format", "stream-json"]
     env = {**_common(inp, "kimi"), "KIMI_CODE_NO_AUTO_UPDATE": "1", "KIMI_DISABLE_TELEMETRY": "1"}
-    if inp.api_key or inp.base_url:  # a model without a login: Kimi Code's environment settings
+    if not (inp.api_key or inp.base_url):
+        argv += _model(inp)  # a model of the login's config.toml
+    else:  # a model without a login: Kimi Code's environment settings (--model would look it
+        # up in config.toml instead)
         env["KIMI_MODEL_PROVIDER_TYPE"] = "kimi"
         if inp.model:
             env["KIMI_MODEL_NAME"] = inp.model

@@ -132,7 +132,7 @@ class TurnRunner:
                                    engines.COMMANDS else None) or engine_output.Usage()
         log.info("turn", turn=turn, outcome=outcome, runner=result.outcome,
                  exit_code=result.exit_code, seconds=round(result.ended_at - result.started_at, 3),
-                 batch=len(messages), cause=cause, tokens=used.input_tokens + used.output_tokens)
+                 batch=len(messages), cause=cause, used=used.input_tokens + used.output_tokens)
         return wire.TurnReport(agent=self.agent, supervisor=supervisor, turn=turn, epoch=epoch,
                                outcome=outcome, exit_code=result.exit_code, digest=result.digest,
                                excerpt=result.excerpt, output=result.output[:65536],
