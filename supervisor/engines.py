@@ -24,6 +24,9 @@ gemini, which read ``@path`` as a file to paste into the request. Facts: docs/EN
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -88,6 +91,53 @@ def build_turn(engine: str, inp: TurnInput) -> Turn:
             raise EngineError("the chatbox MCP command is empty")
         cli_homes.prepare(inp.home)
     return builder(inp)
+
+
+# how each CLI's own login is started, and what to do in it
+LOGIN = {"claude": (["claude"], "type /login, sign in, then /exit"),
+         "codex": (["codex", "login"], "sign in in the browser it opens"),
+         "gemini": (["gemini"], "choose a way to sign in, then /quit"),
+         "kimi": (["kimi"], "type /login, sign in, then /exit")}
+
+
+def login_command(engine: str, home: Path) -> tuple[list[str], dict[str, str], str]:
+    """argv, extra environment and a hint for the CLI's own interactive login, made in the
+    agent's CLI home so that its turns find it."""
+    if engine not in LOGIN:
+        raise EngineError(f"engine {engine!r} has no login of its own")
+    cli_homes.prepare(home)
+    argv, hint = LOGIN[engine]
+    env = {cli_homes.HOME_VARIABLE[engine]: str(cli_homes.engine_home(home, engine)),
+           "TMPDIR": str(home / "tmp")}
+    return list(argv), env, hint
+
+
+def preflight(engine: str, path: str | None) -> str | None:
+    """Why ``engine`` cannot run with this ``PATH``, in one line naming what to install; None
+    when it can. A ``kimi`` must be Kimi Code (2.x), not the archived Python kimi-cli (1.x)."""
+    command = COMMANDS.get(engine)
+    if command is None:
+        return None
+    install = (f"install it with `npm install -g {PACKAGES[engine]}` (or run "
+               "deploy/engines/install.sh and put its bin/ on PATH)")
+    found = shutil.which(command, path=path)
+    if found is None:
+        return f"the {engine} engine needs `{command}` on PATH, and there is none; {install}"
+    if engine == "kimi":
+        try:
+            done = subprocess.run([found, "--version"], capture_output=True, text=True,
+                                  timeout=30, stdin=subprocess.DEVNULL)
+            said = (done.stdout + done.stderr).strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"`{found} --version` did not answer ({exc}); {install}"
+        version = _VERSION.search(said)
+        if version is None or int(version.group(1)) < 2:
+            return (f"`{found}` is not Kimi Code (it says {said[:80]!r}; the archived kimi-cli "
+                    f"cannot run headless turns); {install}")
+    return None
+
+
+_VERSION = re.compile(r"(\d+)\.\d+")
 
 
 def strip_api_keys(env: Mapping[str, str]) -> dict[str, str]:

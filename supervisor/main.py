@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 
 import structlog
 
@@ -20,6 +21,7 @@ from chatbox.runtime.config import ConfigError
 from chatbox.runtime.exits import Exit
 from chatbox.runtime.signals import StopSignals
 from chatbox.runtime.workspace import WorkspaceError, add_process_args
+from chatbox.supervisor import engines
 from chatbox.supervisor.errors import SupervisorError
 from chatbox.supervisor.mcp_hub import McpHub
 from chatbox.supervisor.turn import TurnRunner, server_command
@@ -32,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="supervisor",
                                 description="Run one agent's supervisor (foreground).")
     p.add_argument("--agent", required=True, help="the agent this supervisor runs turns for")
+    p.add_argument("--login", action="store_true",
+                   help="run the engine CLI's own login in the agent's CLI home, then exit")
     add_process_args(p)
     return p
 
@@ -48,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     except startup.Startup as exc:
         return startup.report(exc)
     startup.logging(config, args.log_level, component="supervisor", agent=args.agent)
+    runner = TurnRunner(args.agent, agent_cfg, limits, ws)
+    if args.login:
+        return _login(args.agent, agent_cfg.engine, runner)
+    problem = engines.preflight(agent_cfg.engine, os.environ.get("PATH"))
+    if problem is None and agent_cfg.engine in engines.COMMANDS:
+        try:
+            runner.api_key()  # auth = "api": the key file is there, private, not empty
+        except SupervisorError as exc:
+            problem = str(exc)
+    if problem is not None:
+        startup.say("supervisor", f"{args.agent}: {problem}")
+        return Exit.FAILED
     client = BusClient(ws.endpoints(config.bus.request, config.bus.events), token,
                        attempt_timeout=2.0, deadline=30.0)
     hub = None
@@ -56,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         hub = McpHub(args.agent, ws.agent_mcp_socket(args.agent),
                      server_command(args.agent, ws), dict(os.environ), str(ws.root))
     signals = StopSignals()
-    loop = WakeLoop(args.agent, client, TurnRunner(args.agent, agent_cfg, limits, ws, hub), signals)
+    runner.hub = hub
+    loop = WakeLoop(args.agent, client, runner, signals)
     try:
         return _run(args.agent, agent_cfg.engine, client, loop, signals, hub)
     finally:
@@ -65,6 +82,19 @@ def main(argv: list[str] | None = None) -> int:
         if hub is not None:
             hub.stop()
         log.info("stopped")
+
+
+def _login(agent: str, engine: str, runner: TurnRunner) -> int:
+    problem = engines.preflight(engine, os.environ.get("PATH"))
+    try:
+        if problem is not None:
+            raise SupervisorError(problem)
+        argv, extra, hint = engines.login_command(engine, runner.home)
+    except SupervisorError as exc:
+        startup.say("supervisor", f"{agent}: {exc}")
+        return Exit.FAILED
+    print(f"{agent}: {engine}'s own login, kept in {runner.home}: {hint}", flush=True)
+    return subprocess.run(argv, env={**os.environ, **extra}, check=False).returncode
 
 
 def _run(agent: str, engine: str, client: BusClient, loop: WakeLoop, signals: StopSignals,

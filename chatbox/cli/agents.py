@@ -8,7 +8,9 @@ never rewrites the file, so an operator's comments and layout survive.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -148,6 +150,15 @@ def cmd_channel_list(s: Session, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_login(args: argparse.Namespace) -> int:
+    """``supervisor --agent NAME --login``: the supervisor knows its engine and its CLI home."""
+    supervisor = os.path.join(os.path.dirname(sys.executable), "supervisor")
+    argv = [supervisor, "--agent", args.name, "--login"]
+    if getattr(args, "workspace", None):
+        argv += ["--workspace", args.workspace]
+    return subprocess.run(argv, check=False).returncode
+
+
 # --------------------------------------------------------------------------- parser
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -173,6 +184,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         p = asub.add_parser(name, parents=[common], help=text)
         p.add_argument("name", metavar="NAME")
         p.set_defaults(handler=handler)
+    p = asub.add_parser("login", parents=[common],
+                        help="the engine CLI's own login, kept in the agent's CLI home")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(run=cmd_agent_login)
     p = asub.add_parser("pause", parents=[common], help="pause an agent (no wakes until resumed)")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--reason", metavar="TEXT")
