@@ -7,12 +7,14 @@ import re
 from chatbox.bus import wire
 from chatbox.broker import channels
 from chatbox.broker.context import Ctx
-from chatbox.broker.errors import Forbidden, Invalid, NotFound, TooLarge
+from chatbox.broker.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from chatbox.broker.store import index_messages
 
 # the wire's bounds, one definition (chatbox.bus.bounds)
 MAX_BODY, MAX_TITLE, MAX_LIMIT, TYPE_RE = wire.MAX_BODY, wire.MAX_TITLE, wire.MAX_LIMIT, wire.TYPE_RE
 # @name; a name never ends in "." or "-" here, so "thanks @kim." mentions kim
+# the statuses of a tier-2 post: held until a human decides, then decided for good
+TIER2_STATUSES = ("pending", "approved", "denied")
 MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9_])?)")
 
 COLUMNS = ("seq, channel, author, kind, title, body, type, tier, in_reply_to, mentions, chain, "
@@ -168,6 +170,10 @@ def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Me
     if msg.author != ctx.principal.name and not ctx.principal.is_human:
         raise Forbidden(f"#{seq} is {msg.author}'s: an agent may {action} only its own messages",
                         field="post_id")
+    if action in ("close", "resolve", "unresolve") and msg.status in TIER2_STATUSES:
+        # a tier-2 hold is lifted by a human's decision alone, and a decision stays made
+        raise Conflict(f"#{seq} is a tier-2 post ({msg.status}): only a human's approve or deny "
+                       "changes its status", field="post_id")
     if action in ("pin", "unpin"):
         ctx.db.execute("UPDATE messages SET pinned = ? WHERE seq = ?", (action == "pin", seq))
     elif action == "close":
