@@ -20,6 +20,7 @@ test: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/post_throughput.py
 	$(BIN)/python bench/dispatch.py all
+	$(BIN)/python bench/mcp_start.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
