@@ -15,6 +15,7 @@ from chatbox.broker.principals import get as get_principal
 STANDING = (("#general", "Everyone, everything"), ("#dispatch", "Work handed out and reported"),
             ("#alerts", "Escalations for a human"))
 MEMBERS_ONLY = ("private", "canary")
+HUMANS_ONLY = frozenset({"#alerts"})  # read by humans only (require_human_reader)
 
 
 def check_channel_name(name: str, field: str = "channel") -> str:
@@ -61,11 +62,21 @@ def require_visible(ctx: Ctx, row: tuple, p: Principal | None = None) -> None:
         raise Forbidden(f"{row[0]} is {row[2]}: for its members only", field="channel")
 
 
+def require_human_reader(ctx: Ctx, channel: str) -> None:
+    """``#alerts`` is read by humans only: an escalation there may quote what only some of the
+    agents may read (a private channel's message, another agent's output)."""
+    if channel in HUMANS_ONLY and not ctx.principal.is_human:
+        raise Forbidden(f"{channel} is read by humans only (escalations there may quote what "
+                        "you cannot read); an agent may post to it, not read it", field="channel")
+
+
 def require_readable(ctx: Ctx, row: tuple) -> None:
-    """May the principal read this channel's history? Agents: only where subscribed."""
+    """May the principal read this channel's history? Agents: only where subscribed, never
+    ``#alerts``."""
     p = ctx.principal
     if p.is_human:
         return
+    require_human_reader(ctx, row[0])
     if subscription(ctx, p.name, row[0]) is None:
         raise Forbidden(f"not subscribed to {row[0]}: subscribe first to read it", field="channel")
 
@@ -93,8 +104,11 @@ def subscribe(ctx: Ctx, channel: str, view: str, wake: str, agent: str | None) -
     who = agent or ctx.principal.name
     if who != ctx.principal.name and not ctx.principal.is_human:
         raise Forbidden("an agent may subscribe only itself", field="agent")
-    get_principal(ctx.db, who)
+    target = get_principal(ctx.db, who)
     row = get(ctx, channel)
+    if channel in HUMANS_ONLY and target[1] == "agent":
+        raise Forbidden(f"{channel} is read by humans only; no agent subscribes to it",
+                        field="channel")
     if row[2] in MEMBERS_ONLY and not ctx.principal.is_human and subscription(ctx, who, channel) is None:
         raise Forbidden(f"{channel} is {row[2]}: a human adds its members", field="channel")
     if row[6]:

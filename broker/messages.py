@@ -159,6 +159,8 @@ def thread(ctx: Ctx, seq: int) -> wire.ThreadResult:
     if msg.in_reply_to is not None:
         msg = get(ctx, msg.in_reply_to, "post_id")
     channels.require_visible(ctx, channels.get(ctx, msg.channel))
+    if msg.author != ctx.principal.name:  # an agent reads the decisions on its own escalation
+        channels.require_human_reader(ctx, msg.channel)
     replies = [to_wire(r) for r in ctx.db.execute(
         f"SELECT {COLUMNS} FROM messages WHERE in_reply_to = ? ORDER BY seq", (msg.seq,))]
     return wire.ThreadResult(post=msg, replies=replies)
