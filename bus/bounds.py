@@ -40,13 +40,26 @@ NAME_RULE = "use 1-64 of a-z 0-9 _ . - starting with a letter or digit"
 CHANNEL_RULE = "a channel is # followed by 1-64 of a-z 0-9 _ . - (e.g. #general)"
 TYPE_RULE = "a lowercase word of up to 32 characters"
 
+# ids (seqs, turns, epochs) are SQLite integers: 0 .. 2**63 - 1
+MAX_ID = 2**63 - 1
+# one line of text: no control character at all (a title, a topic, a reason, an id)
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+# text of several lines: no control character but newline and tab
+TEXT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+MAX_LINE = 200          # characters of a reason, a supervisor id, a host name, a nonce
+LINE_RULE = "one line of text, without control characters"
+TEXT_RULE = "text without control characters (newlines and tabs allowed)"
+
+Id = Annotated[int, Meta(ge=0, le=MAX_ID, description="a seq, turn or epoch (0 to 2**63 - 1)")]
+Line = Annotated[str, Meta(max_length=MAX_LINE, pattern=LINE_PATTERN, description=LINE_RULE)]
 Name = Annotated[str, Meta(pattern=NAME_PATTERN, description=NAME_RULE)]
 ChannelName = Annotated[str, Meta(pattern=CHANNEL_PATTERN, description=CHANNEL_RULE)]
 PostType = Annotated[str, Meta(pattern=TYPE_PATTERN, description=TYPE_RULE)]
 Body = Annotated[str, Meta(max_length=MAX_BODY)]
-Title = Annotated[str, Meta(max_length=MAX_TITLE)]
-Topic = Annotated[str, Meta(max_length=MAX_TOPIC)]
-Resolution = Annotated[str, Meta(max_length=MAX_RESOLUTION)]
+Title = Annotated[str, Meta(max_length=MAX_TITLE, pattern=LINE_PATTERN, description=LINE_RULE)]
+Topic = Annotated[str, Meta(max_length=MAX_TOPIC, pattern=LINE_PATTERN, description=LINE_RULE)]
+Resolution = Annotated[str, Meta(max_length=MAX_RESOLUTION, pattern=TEXT_PATTERN,
+                                 description=TEXT_RULE)]
 Tier = Literal[0, 1, 2]
 Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT)]
 SearchLimit = Annotated[int, Meta(ge=1, le=MAX_SEARCH)]

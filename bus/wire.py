@@ -41,7 +41,8 @@ import msgspec
 # The rest of the wire, re-exported so that every caller writes ``wire.X``.
 from chatbox.bus.bounds import (  # noqa: F401
     CHANNEL_RE, CHANNEL_RULE, MAX_BODY, MAX_LIMIT, MAX_RESOLUTION, MAX_SEARCH, MAX_TITLE,
-    MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE, TYPE_RULE, Body, ChannelName, Limit, Name, PostType,
+    MAX_ID, MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE, TYPE_RULE, Body, ChannelName, Id, Limit, Line,
+    Name, PostType,
     Resolution, SearchLimit, Tier, Title, Topic, Violation, explain, is_channel, is_name)
 from chatbox.bus.codes import ERROR_CODES, ErrorCode  # noqa: F401
 from chatbox.bus.results import (  # noqa: F401
@@ -75,7 +76,7 @@ class Attach(Request, tag="attach"):
     """An MCP server started for a turn says so: the broker then knows the turn's agent
     connected (a turn of a real CLI whose agent never did is recorded failed)."""
 
-    turn: int
+    turn: Id
 
 
 class Status(Request, tag="status"):
@@ -89,23 +90,23 @@ class Post(Request, tag="post"):
     title: Title | None = None
     type: PostType | None = None
     tier: Tier = 0
-    in_reply_to: int | None = None
-    turn: int | None = None
+    in_reply_to: Id | None = None
+    turn: Id | None = None
 
 
 class Read(Request, tag="read"):
     channel: ChannelName
-    since: int = 0
+    since: Id = 0
     limit: Limit = 100
 
 
 class GetPost(Request, tag="get_post"):
-    seq: int
+    seq: Id
 
 
 class Ack(Request, tag="ack"):
     channel: ChannelName
-    up_to: int
+    up_to: Id
 
 
 class Inbox(Request, tag="inbox"):
@@ -135,7 +136,7 @@ class CreateChannel(Request, tag="create_channel"):
 
 
 class SetFlag(Request, tag="set_flag"):
-    seq: int
+    seq: Id
     action: FlagAction
     resolution: Resolution | None = None
 
@@ -165,7 +166,7 @@ class ShowAgent(Request, tag="show_agent"):
 class SetPaused(Request, tag="set_paused"):
     name: Name
     paused: bool
-    reason: str | None = None
+    reason: Resolution | None = None
 
 
 class Revoke(Request, tag="revoke"):
@@ -182,17 +183,17 @@ class Sync(Request, tag="sync"):
 class Decide(Request, tag="decide"):
     """A human approves or denies a pending tier-2 post."""
 
-    seq: int
+    seq: Id
     approve: bool
-    reason: str | None = None
+    reason: Resolution | None = None
 
 
 class Escalate(Request, tag="escalate"):
     """Ask a human: a tier-2 post in #alerts naming the asker, the reason and the evidence."""
 
     reason: Body
-    seq: int | None = None
-    turn: int | None = None
+    seq: Id | None = None
+    turn: Id | None = None
 
 
 class Decisions(Request, tag="decisions"):
@@ -204,24 +205,24 @@ class Hello(Request, tag="hello"):
     """A supervisor announces itself for its agent (after subscribing to its wakes)."""
 
     agent: Name
-    supervisor: str
+    supervisor: Line
     pid: int | None = None
-    host: str | None = None
-    turn: int | None = None
-    epoch: int | None = None
+    host: Line | None = None
+    turn: Id | None = None
+    epoch: Id | None = None
 
 
 class Claim(Request, tag="claim"):
     agent: Name
-    supervisor: str
-    epoch: int
+    supervisor: Line
+    epoch: Id
 
 
 class TurnReport(Request, tag="turn_report"):
     agent: Name
-    supervisor: str
-    turn: int
-    epoch: int
+    supervisor: Line
+    turn: Id
+    epoch: Id
     outcome: Outcome
     exit_code: int | None = None
     digest: str = ""

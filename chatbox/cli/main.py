@@ -139,9 +139,18 @@ def _seq(text: str) -> int:
         value = int(text.lstrip("#"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a message number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a message number is 0 or more, got {value}")
+    if not 0 <= value <= wire.MAX_ID:
+        raise argparse.ArgumentTypeError(f"a message number is 0 to {wire.MAX_ID}, got {value}")
     return value
+
+
+def _not_utf8(argv: list[str]) -> int | None:
+    """The position of the first argument that is not valid UTF-8 (Python keeps its bytes as
+    lone surrogates), or None."""
+    for i, arg in enumerate(argv):
+        if any("\udc80" <= c <= "\udcff" for c in arg):
+            return i
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    bad = _not_utf8(argv)
+    if bad is not None:
+        err(f"argument {bad + 1} is not valid UTF-8: {os.fsencode(argv[bad])!r}")
+        return Exit.USAGE
     delegated = _split_delegated(argv)
     if delegated is not None:
         return _delegate(*delegated)

@@ -350,12 +350,14 @@ def test_tail_of_an_unknown_channel_is_refused(fleet):
 def test_control_characters_are_escaped_in_human_output(fleet):
     """DESIGN §6: untrusted text is made safe for the terminal; newlines stay, indented."""
     body = "clear \x1b[2J now\nsecond\rline \x07 \u202eevil"
-    fleet.post("#general", body, title="t\x1b]0;pwned\x07itle", kind="post")
+    # a title takes no control character at all (issue 13), but a bidi override is not one
+    fleet.post("#general", body, title="t\u202dit\u202ele", kind="post")
     proc = chatbox(fleet.ws, "read", "#general")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "\x1b" not in out and "\r" not in out and "\x07" not in out and "\u202e" not in out
-    assert "\\x1b[2J" in out and "\\x1b]0;pwned" in out and "\\u202e" in out
+    assert "\u202d" not in out and "\\u202d" in out
+    assert "\\x1b[2J" in out and "\\u202e" in out
     lines = out.splitlines()
     assert len(lines) == 3 and lines[1].startswith("    clear") and lines[2].startswith("    ")
 
