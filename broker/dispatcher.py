@@ -33,6 +33,8 @@ from chatbox.guardrails.limits import Limits
 
 # the outcome a turn is recorded with when a guardrail vetoes it
 _VETO_OUTCOME = {"livelock": "livelock", "give_up": "gave_up"}
+# the cause of a turn ended (or a wake withdrawn) because its agent was revoked
+REVOKED = "revoked"
 
 
 class Dispatcher:
@@ -198,6 +200,18 @@ class Dispatcher:
             fsm.set_supervisor(ctx, agent, None)
             if state == BUSY:
                 self.lose_turn(ctx, agent, f"supervisor {sup} exited")
+
+    def on_revoked(self, ctx: Ctx, agent: str) -> None:
+        """A revoked agent runs nothing more: its open turn ends lost (cause "revoked"), a wake
+        it has not claimed is withdrawn, its supervisor forgotten (whose next request is
+        refused ``unauthorized``, and it exits)."""
+        row = ctx.db.execute("SELECT state FROM agent_state WHERE agent = ?", (agent,)).get
+        if row == BUSY:
+            self.lose_turn(ctx, agent, REVOKED)
+        elif row == WAKING:
+            fsm.transition(ctx, agent, ASLEEP, REVOKED)
+        if row is not None:
+            fsm.set_supervisor(ctx, agent, None)
 
     def lose_turn(self, ctx: Ctx, agent: str, cause: str) -> None:
         """The turn in flight died with its supervisor: it ends ``lost``, a failed turn."""

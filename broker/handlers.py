@@ -150,6 +150,7 @@ class Handlers:
             case wire.Revoke(name=name):
                 agents.require_admin(ctx, "revoke a principal")
                 principals.revoke(ctx.db, name, ctx.now)
+                d.on_revoked(ctx, name)
                 self.auth.forget()
                 self.workspace.agent_token_path(name).unlink(missing_ok=True)
                 return wire.Done()

@@ -265,7 +265,14 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self._depth = 0
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            # a failed COMMIT (a full disk, an I/O error) may leave the transaction open:
+            # end it, or every later BEGIN fails and the broker is wedged
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise
 
     def before_commit(self) -> None:
         """Housekeeping that belongs in the open batch transaction: index a full chunk."""

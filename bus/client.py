@@ -20,7 +20,8 @@ import zmq
 
 from chatbox.bus import wire
 from chatbox.bus.endpoints import Endpoints, ipc_path
-from chatbox.bus.errors import ProtocolError, Refused, Unauthorized, Unreachable
+from chatbox.bus.codes import is_transient
+from chatbox.bus.errors import ProtocolError, Refused, Transient, Unauthorized, Unreachable
 
 
 def new_key() -> str:
@@ -64,7 +65,9 @@ class BusClient:
 
     def call(self, req: wire.Request, *, idem: str | None = None,
              deadline: float | None = None) -> wire.Result:
-        """Send ``req`` and return its result; raise Refused/Unauthorized/Unreachable."""
+        """Send ``req`` and return its result; raise Refused (Transient, Unauthorized) or
+        Unreachable. Only Unreachable is retried here; a caller that can wait retries a
+        Transient itself, with the same ``idem``."""
         if idem is None and wire.keyed(req):
             idem = new_key()
         try:  # the common case: one round trip, no retry machinery
@@ -102,7 +105,8 @@ class BusClient:
                 break
         if isinstance(reply, wire.ErrorReply):  # a reply is a result or an error, never neither
             err = reply.error
-            cls = Unauthorized if err.code == "unauthorized" else Refused
+            cls = (Unauthorized if err.code == "unauthorized"
+                   else Transient if is_transient(err.code) else Refused)
             raise cls(err.message, code=err.code, field=err.field)
         return reply.result
 

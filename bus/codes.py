@@ -23,3 +23,13 @@ ErrorCode = Literal[
 ]
 
 ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
+
+TRANSIENT: frozenset[str] = frozenset({"store"})
+"""The refusals that may pass: the same request, sent again with the same idempotency key, can
+land later (a commit that failed on a full or failing disk). Every other code is final: sending
+the same request again gets the same answer. The one place this is decided; a client raises
+``chatbox.bus.errors.Transient`` for these and ``Refused`` for the rest."""
+
+
+def is_transient(code: str) -> bool:
+    return code in TRANSIENT

@@ -31,6 +31,14 @@ class Refused(BusError):
     code = "refused"
 
 
+class Transient(Refused):
+    """A refusal that may pass (``chatbox.bus.codes.TRANSIENT``): nothing was stored, and the
+    same request with the same idempotency key may land later. Still a ``Refused``, so a caller
+    that does not retry treats it as one."""
+
+    code = "transient"
+
+
 class Unauthorized(Refused):
     """The token is unknown or revoked."""
 

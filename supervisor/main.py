@@ -123,6 +123,10 @@ def _run(agent: str, engine: str, client: BusClient, loop: WakeLoop, signals: St
     except Aborted as exc:
         log.warning("aborted", reason=str(exc))
         return Exit.ABORTED
+    except Unauthorized as exc:  # revoked (or its token replaced) while running
+        startup.say("supervisor", f"{agent}: the broker refused this agent's token ({exc}): "
+                    "it was revoked; stopping")
+        return Exit.FAILED
     except BusError as exc:
         log.error("bus_failed", error=str(exc))
         return Exit.FAILED

@@ -66,3 +66,36 @@ def test_without_a_stop_a_report_is_not_given_up(loop, monkeypatch):
         loop.send_report(REPORT)
     assert len(calls) >= 3
     assert len(set(calls)) == 1, "every retry carries the same idempotency key"
+
+
+def test_a_transient_refusal_of_a_claim_is_retried_with_the_same_key_a_final_one_is_not(
+        loop, monkeypatch):
+    """``store`` is transient (bus/codes.py TRANSIENT): the claim is sent again until it lands;
+    ``conflict`` is final: one attempt, no retry."""
+    from chatbox.bus.codes import TRANSIENT, is_transient
+    from chatbox.bus.errors import Refused, Transient
+
+    assert TRANSIENT == {"store"} and is_transient("store") and not is_transient("conflict")
+    monkeypatch.setattr(wake_loop, "RETRY_MAX_SECONDS", 0.01)
+    keys = []
+
+    def call(req, **kw):
+        keys.append(kw["idem"])
+        if len(keys) < 3:
+            raise Transient("not stored: database or disk is full", code="store")
+        return wire.ClaimResult(turn=None, epoch=4)
+
+    monkeypatch.setattr(loop.client, "call", call)
+    loop.pending_epoch = 4
+    loop.claim_and_run()
+    assert len(keys) == 3 and len(set(keys)) == 1 and keys[0]
+
+    def final(req, **kw):
+        keys.append(kw["idem"])
+        raise Refused("stale claim", code="conflict")
+
+    keys.clear()
+    monkeypatch.setattr(loop.client, "call", final)
+    loop.pending_epoch = 5
+    loop.claim_and_run()  # logged and dropped, as before
+    assert len(keys) == 1
