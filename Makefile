@@ -3,7 +3,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean sandbox
+
+# Every turn runs in bubblewrap (supervisor/sandbox.py): installed from Debian when missing and
+# this is root; otherwise a line says what to install (supervisors refuse to run turns without it).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; \
+	  else echo "bubblewrap (bwrap) is missing: install it, e.g. sudo apt-get install bubblewrap" >&2; fi; }
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,13 +21,13 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed sandbox
 	$(BIN)/chatbox demo
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed sandbox
 	$(BIN)/python -m pytest
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed sandbox
 	$(BIN)/python bench/post_throughput.py
 	$(BIN)/python bench/dispatch.py all
 	$(BIN)/python bench/mcp_start.py

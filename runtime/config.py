@@ -67,6 +67,8 @@ class AgentConfig(_Strict):
     # built-in tools of the CLI opened beside the chatbox ones (names as the CLI spells them)
     tools: list[str] = []
     max_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20  # model round trips per turn
+    # every turn in an OS sandbox (supervisor/sandbox.py); "none" is a deliberate opt-out
+    sandbox: Literal["bwrap", "none"] = "bwrap"
     env: list[str] = []
     limits: dict[str, Any] = {}
 
@@ -150,6 +152,8 @@ max_redeliveries = 3        # a message redelivered more often is escalated inst
 # model = "kimi-k2"         # the CLI's model name
 # base_url = "http://127.0.0.1:8080"   # a proxy or compatible endpoint
 # tools = []                # built-in CLI tools opened beside the chatbox ones (none by default)
+# sandbox = "bwrap"         # each turn in bubblewrap: no admin token, chatbox.toml read-only;
+#                           # "none" turns it off (logged at the supervisor's start)
 
 # [agents.echo]
 # engine = "stub"

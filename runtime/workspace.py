@@ -87,6 +87,13 @@ class Workspace:
     def is_initialised(self) -> bool:
         return self.db_path.exists()
 
+    def require_data_dir(self) -> None:
+        """What a client needs: the data directory (tokens, bus sockets). The database is the
+        broker's alone, and a sandboxed turn does not even see it."""
+        if not self.data.is_dir():
+            raise WorkspaceError(
+                f"{self.root} is not a chatbox workspace (no {self.data}); run `chatbox init`")
+
     def require_initialised(self) -> None:
         if not self.is_initialised():
             raise WorkspaceError(

@@ -21,7 +21,7 @@ from chatbox.runtime.config import ConfigError
 from chatbox.runtime.exits import Exit
 from chatbox.runtime.signals import StopSignals
 from chatbox.runtime.workspace import WorkspaceError, add_process_args
-from chatbox.supervisor import engines
+from chatbox.supervisor import engines, sandbox
 from chatbox.supervisor.errors import SupervisorError
 from chatbox.supervisor.mcp_hub import McpHub
 from chatbox.supervisor.turn import TurnRunner, server_command
@@ -52,10 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     except startup.Startup as exc:
         return startup.report(exc)
     startup.logging(config, args.log_level, component="supervisor", agent=args.agent)
-    runner = TurnRunner(args.agent, agent_cfg, limits, ws)
+    endpoints = ws.endpoints(config.bus.request, config.bus.events)
+    runner = TurnRunner(args.agent, agent_cfg, limits, ws, endpoints=endpoints)
     if args.login:
         return _login(args.agent, agent_cfg.engine, runner)
     problem = engines.preflight(agent_cfg.engine, os.environ.get("PATH"))
+    if problem is None and agent_cfg.sandbox == "bwrap":
+        problem = sandbox.check()
+    elif agent_cfg.sandbox == "none":
+        log.warning("sandbox_disabled", hint='sandbox = "none": turns run unconfined, as this '
+                    "user, and can read every token of the workspace")
     if problem is None and agent_cfg.engine in engines.COMMANDS:
         try:
             runner.api_key()  # auth = "api": the key file is there, private, not empty
@@ -64,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         startup.say("supervisor", f"{args.agent}: {problem}")
         return Exit.FAILED
-    client = BusClient(ws.endpoints(config.bus.request, config.bus.events), token,
-                       attempt_timeout=2.0, deadline=30.0)
+    client = BusClient(endpoints, token, attempt_timeout=2.0, deadline=30.0)
     hub = None
     if agent_cfg.engine != "stub":  # the stub never calls a tool; every other engine may
         ws.ensure_agent_dir(args.agent)

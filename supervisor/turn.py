@@ -11,11 +11,12 @@ import msgspec
 import structlog
 
 from chatbox.bus import wire
+from chatbox.bus.endpoints import Endpoints
 from chatbox.runtime import env
 from chatbox.runtime.config import AgentConfig
 from chatbox.runtime.workspace import Workspace
 from chatbox.guardrails.limits import Limits
-from chatbox.supervisor import engine_output, engines
+from chatbox.supervisor import cli_homes, engine_output, engines, sandbox
 from chatbox.supervisor.errors import EngineError, SupervisorError
 from chatbox.supervisor.mcp_hub import McpHub
 from chatbox.supervisor.prompt import render_pointer, render_prompt
@@ -36,12 +37,13 @@ _OUTCOMES = {"ok": "ok", "failed": "failed", "timeout": "timeout", "capped": "fa
 
 class TurnRunner:
     def __init__(self, agent: str, config: AgentConfig, limits: Limits, ws: Workspace,
-                 hub: McpHub | None = None):
+                 hub: McpHub | None = None, endpoints: Endpoints | None = None):
         self.agent = agent
         self.config = config
         self.limits = limits
         self.ws = ws
         self.hub = hub  # the agent's long-lived MCP server; None: each turn starts its own
+        self.endpoints = endpoints or ws.endpoints()  # the bus sockets a sandboxed turn sees
 
     def mcp_command(self, turn: int) -> list[str]:
         """How the turn's CLI starts the chatbox MCP server: the relay to the hub, or a fresh
@@ -100,7 +102,12 @@ class TurnRunner:
             **built.env, **env.for_turn(turn, self.agent, str(self.ws.root))}, c.env)
         if c.auth == "subscription":
             child_env = engines.strip_api_keys(child_env)
-        spec = TurnSpec(argv=built.argv, stdin=built.stdin, env=child_env, cwd=str(self.ws.root),
+        argv = built.argv
+        if c.sandbox == "bwrap":
+            cli_homes.prepare(self.home)
+            child_env["HOME"] = str(self.home)  # the system outside is read-only in the sandbox
+            argv = sandbox.wrap(argv, ws=self.ws, agent=self.agent, endpoints=self.endpoints)
+        spec = TurnSpec(argv=argv, stdin=built.stdin, env=child_env, cwd=str(self.ws.root),
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,
                         kill_grace_seconds=self.limits.kill_grace_seconds)

@@ -33,7 +33,7 @@ class Session:
 
     def __init__(self, workspace: str | None, as_name: str | None = None):
         self.ws = Workspace.find(workspace)
-        self.ws.require_initialised()
+        self.ws.require_data_dir()
         self.config = load(self.ws.config_path)
         self.as_name = as_name
         self._client: BusClient | None = None

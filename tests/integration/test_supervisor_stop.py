@@ -79,12 +79,12 @@ def test_auth_api_without_a_private_key_file_is_refused_at_start(fleet, tmp_path
     claude.chmod(0o755)
     fleet.write_config('[agents.bot]\nengine = "claude"\nauth = "api"\n')
     fleet.add_agent("bot", "#general")
-    done = _supervisor(fleet, str(tmp_path))
+    done = _supervisor(fleet, f"{tmp_path}:/usr/bin:/bin")
     assert done.returncode == Exit.FAILED and "no key file at" in done.stderr, done.stderr
     key = fleet.ws.ensure_agent_dir("bot") / "api_key"
     key.write_text("sk-x\n")
     key.chmod(0o644)
-    done = _supervisor(fleet, str(tmp_path))
+    done = _supervisor(fleet, f"{tmp_path}:/usr/bin:/bin")
     assert done.returncode == Exit.FAILED and "readable by others" in done.stderr, done.stderr
     assert "sk-x" not in done.stderr
 

@@ -1,0 +1,149 @@
+"""A turn acts only as its agent (DESIGN §7, issue 13): every turn runs in bubblewrap. A real
+`command` turn, an attacker's script, tries what the issue found it could do: read the admin
+token and another agent's, rewrite chatbox.toml, and leave a `setsid` grandchild behind a
+`kill -9` of its supervisor — against a real broker and supervisor."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from chatbox.runtime.exits import Exit
+from tests.fleet import child_env, wait_for
+
+PROBE = r'''
+import json, os, sys
+ws = os.environ["CHATBOX_WORKSPACE"]
+def can_read(path):
+    try:
+        open(os.path.join(ws, path)).read()
+        return True
+    except OSError as exc:
+        return exc.__class__.__name__
+def can_write(path):
+    try:
+        with open(os.path.join(ws, path), "a") as fh:
+            fh.write("\nmax_hops = 100\n")
+        return True
+    except OSError as exc:
+        return exc.__class__.__name__
+print(json.dumps({"admin": can_read(".chatbox/token"), "other": can_read(".chatbox/agents/bob.token"),
+                  "db": can_read(".chatbox/chatbox.db"), "own": can_read(".chatbox/agents/eve.token"),
+                  "toml": can_write("chatbox.toml"), "work": can_write("notes.txt"),
+                  "pid": os.getpid()}))
+'''
+
+
+def config(command: list[str], **extra: str) -> str:
+    lines = ['[agents.eve]', 'engine = "command"', 'reply = true',
+             "command = [" + ", ".join(f'"{a}"' for a in command) + "]"]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_turn_cannot_read_the_admin_token_or_rewrite_the_config(fleet):
+    script = Path(fleet.root) / "probe.py"
+    script.write_text(PROBE)
+    fleet.write_config(config([sys.executable, "-I", "-S", str(script)]))
+    fleet.add_agent("eve", "#general")
+    fleet.add_agent("bob", "#general")
+    fleet.start_supervisor("eve")
+    before = fleet.ws.config_path.read_text()
+    fleet.post("#general", "@eve look around")
+    reply = wait_for(lambda: next((m for m in fleet.read("#general") if m.author == "eve"), None),
+                     timeout=30, what="eve's report")
+    import json
+    seen = json.loads(reply.body)
+    assert seen["admin"] == "FileNotFoundError" and seen["other"] == "FileNotFoundError"
+    assert seen["db"] == "FileNotFoundError"
+    assert seen["own"] is True            # its own token, read-only
+    assert seen["toml"] == "OSError"      # read-only file system
+    assert seen["work"] is True           # the workspace is the agent's to work on
+    assert seen["pid"] < 10               # its own PID namespace
+    assert fleet.ws.config_path.read_text() == before
+    assert "max_hops = 100" in (Path(fleet.root) / "notes.txt").read_text()
+
+
+def test_nothing_a_turn_started_outlives_a_kill_9_of_its_supervisor(fleet):
+    marker = "314159"
+    script = Path(fleet.root) / "escape.sh"
+    script.write_text(f"#!/bin/sh\nsetsid sleep {marker} </dev/null >/dev/null 2>&1 &\n"
+                      "echo started > \"$CHATBOX_WORKSPACE/escaped\"\nexec sleep 600\n")
+    script.chmod(0o755)
+    fleet.write_config(config([str(script)]))
+    fleet.add_agent("eve", "#general")
+    sup = fleet.start_supervisor("eve")
+    fleet.post("#general", "@eve run away")
+    wait_for(lambda: (Path(fleet.root) / "escaped").exists(), timeout=30, what="the turn")
+
+    def escaped() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+        return pids
+
+    assert wait_for(escaped, timeout=10, what="the setsid grandchild")
+    os.kill(sup.pid, signal.SIGKILL)
+    wait_for(lambda: not escaped(), timeout=15, what="the grandchild to die with the sandbox")
+
+
+def test_without_a_sandbox_the_supervisor_refuses_to_run_turns(fleet, tmp_path):
+    fleet.write_config('[agents.eve]\nengine = "stub"\n')
+    fleet.add_agent("eve", "#general")
+    done = subprocess.run([sys.executable, "-m", "chatbox.supervisor", "--agent", "eve"],
+                          env=child_env(fleet.ws, PATH=str(tmp_path)), cwd=fleet.root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == Exit.FAILED and done.stderr.count("\n") == 1, done.stderr
+    assert "the turn sandbox needs bubblewrap" in done.stderr
+
+
+def test_sandbox_none_is_a_deliberate_opt_out_logged_at_start(fleet):
+    fleet.write_config('[agents.eve]\nengine = "stub"\nsandbox = "none"\n')
+    fleet.add_agent("eve", "#general")
+    sup = fleet.start_supervisor("eve")
+    assert "unconfined" in sup.wait_log("sandbox_disabled")["hint"]
+
+
+ATTACK = r'''
+import json, os, subprocess, sys
+chatbox = sys.argv[1]
+def run(*args):
+    return subprocess.run([chatbox, *args], capture_output=True, text=True)
+posted = run("post", "--as", "eve", "--json", "#general", "may I deploy?", "--title", "Deploy",
+             "--type", "proposal", "--tier", "2")
+seq = json.loads(posted.stdout)["seq"] if posted.returncode == 0 else None
+approved = run("approve", str(seq)) if seq else None
+print(json.dumps({"posted": seq, "approve_exit": approved and approved.returncode,
+                  "approve_said": approved and approved.stderr.strip()}))
+'''
+
+
+def test_a_turn_cannot_approve_its_own_tier2_post(fleet):
+    """The issue's attack: a command turn posted a tier-2 post and ran `chatbox approve` on it
+    with the admin token it read. In the sandbox the CLI finds only the agent's own token: it
+    may post as itself, and its approve is refused."""
+    chatbox = os.path.join(os.path.dirname(sys.executable), "chatbox")
+    script = Path(fleet.root) / "attack.py"
+    script.write_text(ATTACK)
+    fleet.write_config(config([sys.executable, "-I", "-S", str(script), chatbox],
+                              env='["PATH"]'))
+    fleet.add_agent("eve", "#general")
+    fleet.start_supervisor("eve")
+    fleet.post("#general", "@eve go ahead and try")
+    import json
+    reply = wait_for(lambda: next((m for m in fleet.read("#general")
+                                   if m.author == "eve" and m.kind == "reply"), None),
+                     timeout=30, what="eve's report")
+    seen = json.loads(reply.body)
+    assert seen["posted"] and seen["approve_exit"] == 1, seen
+    assert "token" in seen["approve_said"], seen
+    from chatbox.bus import wire
+    post = fleet.client().call(wire.GetPost(seq=seen["posted"])).post
+    assert (post.author, post.status) == ("eve", "pending")
