@@ -175,12 +175,13 @@ class Dispatcher:
     def hello(self, ctx: Ctx, req: wire.Hello) -> wire.HelloResult:
         self._require_self(ctx, req.agent)
         row = fsm.load(ctx, req.agent)
-        if row.supervisor and row.supervisor != req.supervisor and \
-                self.liveness.is_alive(row.supervisor):
+        if row.supervisor and row.supervisor != req.supervisor and self._runs(ctx, req.agent):
             raise Conflict(f"agent {req.agent} already has a running supervisor "
                            f"({row.supervisor}); stop it first", field="agent")
-        fsm.set_supervisor(ctx, req.agent, req.supervisor)
-        self.liveness.watch(req.supervisor, req.pid, req.host)
+        started = self.liveness.identify(req.pid, req.host)
+        fsm.set_supervisor(ctx, req.agent, req.supervisor, host=req.host, pid=req.pid,
+                           started=started)
+        self.liveness.watch(req.supervisor, req.pid, req.host, started)
         if row.state == BUSY and not (row.supervisor == req.supervisor
                                       and req.turn == row.current_turn
                                       and req.epoch == row.epoch):
@@ -192,6 +193,24 @@ class Dispatcher:
             row = fsm.transition(ctx, req.agent, WAKING, "pending work at hello")
         return wire.HelloResult(state=row.state, epoch=row.epoch, paused=row.paused,
                                 pending=row.state == WAKING and not row.paused)
+
+    def _runs(self, ctx: Ctx, agent: str) -> bool:
+        """Does the registered supervisor of ``agent`` still run? Watched: yes. Not watched (the
+        broker restarted since its Hello): the process kept for it is looked at — on this host,
+        the same pid with the same start time — and watched from now on if it runs. A
+        supervisor on another host cannot be looked at: its successor's Hello is accepted."""
+        kept = fsm.supervisors(ctx, agent)
+        if not kept:
+            return False
+        _, sup, host, pid, started = kept[0]
+        return bool(self.liveness.is_alive(sup) or self.liveness.watch(sup, pid, host, started))
+
+    def recover(self, ctx: Ctx) -> None:
+        """At broker start: watch again every supervisor kept that still runs on this host; one
+        that exited while the broker was down is gone, and its turn lost."""
+        for _, sup, host, pid, started in fsm.supervisors(ctx):
+            if self.liveness.watch(sup, pid, host, started) is False:
+                self.on_supervisor_exit(ctx, sup)
 
     def on_supervisor_exit(self, ctx: Ctx, sup: str) -> None:
         """A supervisor process exited: its turn, if any, is lost."""

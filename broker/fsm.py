@@ -74,9 +74,23 @@ def _write(ctx: Ctx, before: AgentState, after: AgentState, cause: str, *,
     return after
 
 
-def set_supervisor(ctx: Ctx, agent: str, supervisor: str | None) -> None:
-    """Register (or forget) the supervisor of ``agent``; not a transition."""
-    ctx.db.execute("UPDATE agent_state SET supervisor = ? WHERE agent = ?", (supervisor, agent))
+def set_supervisor(ctx: Ctx, agent: str, supervisor: str | None, *, host: str | None = None,
+                   pid: int | None = None, started: int | None = None) -> None:
+    """Register (or forget) the supervisor of ``agent`` and the process it is (host, pid, start
+    time), kept across broker restarts; not a transition."""
+    ctx.db.execute("UPDATE agent_state SET supervisor = ?, supervisor_host = ?, "
+                   "supervisor_pid = ?, supervisor_started = ? WHERE agent = ?",
+                   (supervisor, host, pid, started, agent))
+
+
+def supervisors(ctx: Ctx, agent: str | None = None) -> list[tuple[str, str, str | None,
+                                                                   int | None, int | None]]:
+    """(agent, supervisor, host, pid, start time) of every registered supervisor (of ``agent``)."""
+    sql = ("SELECT agent, supervisor, supervisor_host, supervisor_pid, supervisor_started "
+           "FROM agent_state WHERE supervisor IS NOT NULL")
+    if agent is None:
+        return ctx.db.execute(sql).fetchall()
+    return ctx.db.execute(sql + " AND agent = ?", (agent,)).fetchall()
 
 
 def count_failure(ctx: Ctx, agent: str, failed: bool) -> None:

@@ -1,9 +1,14 @@
-"""Knowing at once when a supervisor dies, without a timer: a pidfd per local supervisor.
+"""Knowing whether a supervisor runs, without a timer: a pidfd per local supervisor, and, after a
+restart of the broker, the identity it kept of each.
 
-A supervisor's Hello names its pid and host. On this host the broker opens a pidfd for it
-(Linux ≥ 5.3), which the request loop polls beside its sockets: it becomes readable the moment
-the process exits. A supervisor on another host (or a platform without pidfds) is noticed by its
-fresh Hello when it restarts.
+A supervisor's Hello names its pid and host. On this host the broker reads the process's start
+time (field 22 of ``/proc/PID/stat``: a pid is reused, a pid with its start time is not) and
+keeps host, pid and start time in ``agent_state`` beside the supervisor's id, and opens a pidfd
+for it (Linux ≥ 5.3), which the request loop polls beside its sockets: it becomes readable the
+moment the process exits. After its own restart the broker looks at each process it kept (is it
+still there, with the same start time?) and watches the ones that are, so another supervisor's
+Hello for the same agent is refused while the first runs. A supervisor on another host (or a
+platform without pidfds or ``/proc``) is noticed by its fresh Hello when it restarts.
 """
 
 from __future__ import annotations
@@ -12,23 +17,52 @@ import os
 import socket
 
 
+def start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of ``/proc/PID/stat``);
+    None if there is no such process (a zombie counts as gone) or no ``/proc``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    fields = data.rpartition(b")")[2].split()  # the name may hold spaces and parentheses
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])  # fields[0] is field 3
+
+
 class Liveness:
     def __init__(self) -> None:
         self._fd_of: dict[str, int] = {}   # supervisor id -> pidfd
         self._sup_of: dict[int, str] = {}  # pidfd -> supervisor id
         self.host = socket.gethostname()
 
-    def watch(self, supervisor: str, pid: int | None, host: str | None) -> None:
-        if supervisor in self._fd_of or pid is None or host != self.host:
-            return
-        if not hasattr(os, "pidfd_open"):  # pragma: no cover - not Linux
-            return
+    def identify(self, pid: int | None, host: str | None) -> int | None:
+        """The start time of a process said to be ``pid`` on ``host``, if it is on this host."""
+        return start_time(pid) if pid is not None and host == self.host else None
+
+    def watch(self, supervisor: str, pid: int | None, host: str | None,
+              started: int | None = None) -> bool | None:
+        """Watch a local supervisor: True if watched, False if it is not running (not that
+        process any more: ``started`` differs), None if it cannot be watched from here."""
+        if supervisor in self._fd_of:
+            return True
+        if pid is None or host != self.host or not hasattr(os, "pidfd_open"):
+            return None
         try:
             fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
         except OSError:
-            return
+            return None
+        # checked after the pidfd is open: if the pid was reused before, the start time differs
+        now = start_time(pid)
+        if now is None or (started is not None and now != started):
+            os.close(fd)
+            return False
         self._fd_of[supervisor] = fd
         self._sup_of[fd] = supervisor
+        return True
 
     def is_alive(self, supervisor: str) -> bool | None:
         """True while a watched supervisor runs; None when it cannot be watched from here."""

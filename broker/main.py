@@ -52,10 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.FAILED
     try:
         store = Store(ws.db_path, synchronous=args.synchronous)
-        with store.write():
-            channels.create_standing(Ctx(store.db, Principal("broker", "admin"), time.time()))
-        source.on_error = lambda exc: log.error("config_rejected", error=str(exc))
         dispatcher = Dispatcher(source.limits_for)
+        with store.write():  # (what recovery publishes is dropped: wakes are hints)
+            ctx = Ctx(store.db, Principal("broker", "admin"), time.time())
+            channels.create_standing(ctx)
+            dispatcher.recover(ctx)  # the supervisors kept: still there? watched again
+        source.on_error = lambda exc: log.error("config_rejected", error=str(exc))
         handlers = Handlers(store, ws, dispatcher, __version__, time.time())
         server = Server(handlers, ws.endpoints(config.bus.request, config.bus.events))
         server.bind()

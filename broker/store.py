@@ -186,6 +186,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE turns ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE turns ADD COLUMN cost_usd REAL;
     """,
+    # 4: who supervises each agent, durably: after its own restart the broker checks that
+    #    process (on this host: the pid with the same start time) before it accepts another
+    """
+    ALTER TABLE agent_state ADD COLUMN supervisor_host TEXT;
+    ALTER TABLE agent_state ADD COLUMN supervisor_pid INTEGER;
+    ALTER TABLE agent_state ADD COLUMN supervisor_started INTEGER;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
