@@ -37,7 +37,8 @@ class Server:
         self.pub = self.ctx.socket(zmq.PUB)
         configure(self.router, endpoints.request)
         configure(self.pub, endpoints.events)
-        self.router.sndhwm = 0
+        self.router.maxmsgsize = wire.MAX_FRAME  # a larger frame: the peer is disconnected
+        self.router.sndhwm = wire.MAX_QUEUED_REPLIES
         self.pub.sndhwm = 100_000
         self.signals = StopSignals()
         self.requests_served = 0

@@ -46,6 +46,14 @@ MAX_ID = 2**63 - 1
 LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 # text of several lines: no control character but newline and tab
 TEXT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
+# the largest frame the broker accepts (ZMQ_MAXMSGSIZE): well above the largest legal request
+# (a turn report: output, excerpt and reply, each bounded), far below what would hurt; a peer
+# that sends more is disconnected by ZeroMQ before anything is allocated or decoded
+MAX_FRAME = 1024 * 1024
+# replies queued for one peer that does not read them; past it they are dropped, so a client
+# that never reads cannot grow the broker's memory (a client has one request in flight, a
+# windowed one 16)
+MAX_QUEUED_REPLIES = 64
 MAX_LINE = 200          # characters of a reason, a supervisor id, a host name, a nonce
 LINE_RULE = "one line of text, without control characters"
 TEXT_RULE = "text without control characters (newlines and tabs allowed)"

@@ -37,10 +37,28 @@ def report(exc: Startup) -> int:
     return int(exc.code)
 
 
+def raise_fd_limit() -> None:
+    """The soft limit on open descriptors up to the hard one: a broker serves a socket per
+    peer, and running out must not be the first limit it meets."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def begin(prog: str, workspace: str | None, *, initialised: bool = True,
           config: bool = True) -> tuple[Workspace, Config]:
     """The workspace (``--workspace``, else the environment, else upward search) and its config."""
     os.umask(0o077)  # every file a process of ours creates is its user's alone
+    raise_fd_limit()
     try:
         ws = Workspace.find(workspace)
         if initialised:
