@@ -19,13 +19,12 @@ What each test shows, per engine:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.engines import cli
+from tests.engines.conftest import need
 from tests.engines.model_server import USAGE_IN, USAGE_OUT, ModelServer
 
 SECRET = "SECRET-IN-WORKSPACE-1f3a"
@@ -34,27 +33,14 @@ MCP_DELAY = "3"     # seconds the echo MCP server sleeps before serving: the CLI
 TIMEOUT = 150       # wall-clock bound per CLI run
 
 
-@pytest.fixture(scope="module")
-def prefix() -> Path:
-    if os.environ.get("CHATBOX_ENGINE_TESTS") == "0":
-        pytest.skip("CHATBOX_ENGINE_TESTS=0")
-    p = Path(os.environ.get("CHATBOX_ENGINES_PREFIX") or cli.DEFAULT_PREFIX)
-    if shutil.which("npm") is None and not (p / ".installed").exists():
-        reason = "engine CLIs not installed and npm not on PATH (deploy/engines/install.sh needs npm)"
-        print(reason)
-        pytest.skip(reason)
-    ok, out = cli.install(p)
-    if not ok:
-        print(f"engine install failed: {out}")
-        pytest.skip(f"engine install failed: {out}")
-    return p
+@pytest.fixture
+def prefix(engines_prefix: Path) -> Path:
+    """The pinned CLIs, installed once per run (tests/engines/conftest.py)."""
+    return engines_prefix
 
 
 def _need(prefix: Path, engine: str) -> None:
-    if not os.access(prefix / "bin" / engine, os.X_OK):
-        reason = f"{engine} not installed in {prefix}"
-        print(reason)
-        pytest.skip(reason)
+    need(prefix, engine)
 
 
 def _dirs(tmp_path: Path) -> tuple[Path, Path]:
