@@ -104,9 +104,14 @@ def _login(agent: str, engine: str, runner: TurnRunner) -> int:
 
 def _run(agent: str, engine: str, client: BusClient, loop: WakeLoop, signals: StopSignals,
          hub: McpHub | None) -> int:
-    try:
-        if hub is not None:
+    if hub is not None:
+        try:
             hub.start()
+        except SupervisorError as exc:  # e.g. a socket path too long for AF_UNIX
+            log.warning("mcp_hub_unavailable", error=str(exc),
+                        hint="each turn starts its own chatbox mcp instead (over a second)")
+            loop.runner.hub = None
+    try:
         client.subscribe([wire.wake_topic(agent)])
         signals.install()
         loop.hello()

@@ -96,3 +96,33 @@ def test_the_relay_says_in_one_line_when_no_hub_listens(fleet, tmp_path):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "cannot reach the supervisor's MCP server" in done.stderr
     assert time.monotonic() - started < 5
+
+
+def test_a_supervisor_whose_agent_socket_path_is_too_long_runs_turns_without_the_hub():
+    """AF_UNIX paths end at 107 bytes: the agent's socket may not fit where the bus's does.
+    The supervisor then says so and each turn starts its own `chatbox mcp` (slower, same tools)."""
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from tests.fleet import Fleet, wait_for
+    base = Path(tempfile.mkdtemp(prefix="cbx"))
+    root = base / ("w" * (80 - len(str(base))))
+    root.mkdir()
+    name = "a" + "b" * 30
+    fleet = Fleet(root=root)
+    try:
+        fleet.start_broker()
+        assert len(str(fleet.ws.agent_mcp_socket(name))) > 107
+        fleet.write_config(f'[agents.{name}]\nengine = "command"\nreply = true\n'
+                           f'command = ["{sys.executable}", "-c", "print(42)"]\n')
+        fleet.add_agent(name, "#general")
+        sup = fleet.start_supervisor(name)
+        assert "cannot bind the MCP socket" in sup.wait_log("mcp_hub_unavailable")["error"]
+        fleet.post("#general", "answer please")
+        wait_for(lambda: any(m.author == name and m.body == "42" for m in fleet.read("#general")),
+                 timeout=30, what="the turn without the hub")
+    finally:
+        fleet.close()
+        shutil.rmtree(base, ignore_errors=True)
