@@ -16,7 +16,7 @@ from chatbox.bus import wire
 from chatbox.broker import agents, channels, escalations, messages, offsets, principals, turns
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
-from chatbox.broker.errors import BrokerError, Invalid
+from chatbox.broker.errors import BrokerError, Invalid, StoreError
 from chatbox.broker.store import Store
 from chatbox.runtime.workspace import Workspace, new_token, write_secret
 
@@ -178,7 +178,11 @@ class Handlers:
         token = new_token()
         agents.add(ctx, req, token)
         path = self.workspace.agent_token_path(req.name)
-        write_secret(path, token)
+        try:
+            write_secret(path, token)
+        except OSError as exc:  # a read-only workspace: refused, and the agent not added
+            raise StoreError(f"cannot write the token file {path}: {exc.strerror}; the "
+                             "workspace must be writable by the broker") from None
         log.info("agent_added", agent=req.name, token_path=str(path))
         return wire.AgentCreated(name=req.name, token=token, token_path=str(path))
 

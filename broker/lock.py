@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from chatbox.broker.errors import WorkspaceLocked
+from chatbox.broker.errors import StoreError, WorkspaceLocked
 
 
 class WorkspaceLock:
@@ -15,7 +15,11 @@ class WorkspaceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a read-only workspace, or another user's
+            raise StoreError(f"cannot open the workspace lock {self.path}: {exc.strerror}; the "
+                             "workspace must be writable by this user") from None
         try:
             _lock(fd)
         except OSError:

@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 
+import apsw
 import structlog
 
 from chatbox.broker import channels
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(handlers, ws.endpoints(config.bus.request, config.bus.events))
         server.bind()
         server.install_signals()
-    except (BrokerError, EndpointError) as exc:
+    except (BrokerError, EndpointError, apsw.Error, OSError) as exc:
         startup.say("broker", exc)
         lock.release()
         return Exit.FAILED
@@ -71,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.serve()
     finally:
-        server.close()
+        try:
+            server.close()  # removes the socket files
+        except OSError as exc:  # a workspace made read-only meanwhile: one line, not a trace
+            startup.say("broker", f"stopping: {exc}")
+            code = Exit.FAILED
+        else:
+            code = Exit.OK
         store.close()
         lock.release()
         log.info("stopped", served=server.requests_served)
-    return Exit.OK
+    return code

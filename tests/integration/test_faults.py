@@ -12,13 +12,14 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from chatbox.bus import wire
 from chatbox.runtime.exits import Exit
-from tests.fleet import Fleet, short_tempdir, wait_for
+from tests.fleet import Fleet, child_env, short_tempdir, wait_for
 
 CONFIG = """
 [limits]
@@ -134,3 +135,57 @@ def test_revoking_an_agent_mid_turn_ends_the_turn_and_its_supervisor_exits_with_
     said = [line for line in sup.log_text().splitlines() if line.startswith("supervisor: ")]
     assert len(said) == 1 and "revoked" in said[0], said
     assert replies(fleet, "worker") == []
+
+
+# ------------------------------------------------------------------ a read-only workspace
+
+def _mount(*args: str) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount for a read-only workspace: {done.stderr.strip()}")
+
+
+def _one_line(text: str, prog: str) -> str:
+    said = [line for line in text.splitlines() if line.startswith(f"{prog}: ")]
+    assert len(said) == 1 and "Traceback" not in text, text
+    return said[0]
+
+
+def test_a_broker_on_a_read_only_workspace_is_one_line_and_exit_failed(small_disk):
+    fleet = small_disk
+    _mount("-o", "remount,ro", str(fleet.ws.data))
+    done = subprocess.run([sys.executable, "-m", "chatbox.broker"], env=child_env(fleet.ws),
+                          cwd=fleet.root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == Exit.FAILED, done.stderr
+    assert "Read-only file system" in _one_line(done.stderr, "broker")
+
+
+def test_agent_add_where_tokens_cannot_be_written_is_a_refusal_not_an_internal_error(fleet):
+    agents = fleet.ws.data / "agents"
+    _mount("-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(agents))
+    try:
+        done = subprocess.run([sys.executable, "-m", "chatbox", "agent", "add", "bob"],
+                              env=child_env(fleet.ws), cwd=fleet.root, capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        subprocess.run(["umount", "-l", str(agents)], check=False)
+    assert done.returncode == Exit.FAILED, done.stderr
+    line = _one_line(done.stderr, "chatbox")
+    assert "internal error" not in line and "Read-only file system" in line, line
+    assert "bob" not in fleet.agents()  # refused whole: no agent without its token
+
+
+def test_a_socket_file_that_cannot_be_removed_at_stop_is_one_line(bare_fleet):
+    fleet = bare_fleet
+    socks = fleet.root / "socks"
+    socks.mkdir(mode=0o700)
+    _mount("-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(socks))
+    try:
+        fleet.write_config(f'[bus]\nrequest = "ipc://{socks}/r.sock"\n'
+                           f'events = "ipc://{socks}/e.sock"\n')
+        broker = fleet.start_broker()
+        _mount("-o", "remount,ro", str(socks))
+        assert broker.stop() == Exit.FAILED
+        assert "Read-only file system" in _one_line(broker.log_text(), "broker")
+    finally:
+        subprocess.run(["umount", "-l", str(socks)], check=False)
