@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         startup.say("broker", exc)
         return Exit.FAILED
     try:
-        store = Store(ws.db_path, synchronous=args.synchronous)
+        store = Store(ws.db_path, synchronous=args.synchronous, existing=True)
         dispatcher = Dispatcher(source.limits_for)
         with store.write():  # (what recovery publishes is dropped: wakes are hints)
             ctx = Ctx(store.db, Principal("broker", "admin"), time.time())

@@ -225,12 +225,39 @@ def index_messages(db: apsw.Connection, at_least: int = 1) -> None:
         db.execute("UPDATE fts_state SET indexed = ?", (newest,))
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _require_database_file(path: Path) -> None:
+    """Look at the file before SQLite does: opening it would write a fresh header into an empty
+    one, and fail noisily on a foreign one."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        raise StoreError(f"no database at {path}; run `chatbox init`") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read database {path}: {exc.strerror}") from None
+    if head != _SQLITE_HEADER:
+        what = "empty or truncated" if len(head) < len(_SQLITE_HEADER) and \
+            _SQLITE_HEADER.startswith(head) else "not a SQLite file"
+        raise StoreError(
+            f"database {path} is {what} ({path.stat().st_size} bytes); refusing to start on it, "
+            "which would lose every message and principal: restore it from a backup, or move "
+            f"{path.parent} away and run `chatbox init` to begin anew")
+
+
 class Store:
     """The broker's one connection. Not thread-safe: the broker's request loop owns it."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL"):
+    def __init__(self, path: Path, *, synchronous: str = "FULL", existing: bool = False):
+        """``existing``: the database must already hold ChatBox's schema (the broker's case:
+        ``chatbox init`` made it). An empty, truncated or foreign file is then refused, never
+        silently initialised — that would lose every message and principal."""
         _apply_bestpractice()
         self.path = path
+        if existing:
+            _require_database_file(path)
         try:
             self.db = apsw.Connection(str(path))
         except apsw.Error as exc:
@@ -238,7 +265,19 @@ class Store:
         self._depth = 0
         self._savepoints = 0
         try:
-            version = self.db.execute("PRAGMA user_version").get
+            try:
+                version = self.db.execute("PRAGMA user_version").get
+                tables = self.db.execute("SELECT count(*) FROM sqlite_master").get
+            except apsw.Error as exc:
+                raise StoreError(f"database {path} is not a ChatBox database ({exc}); "
+                                 "restore it from a backup") from None
+            if existing and version == 0:
+                what = "another program's" if tables else "empty or truncated"
+                raise StoreError(
+                    f"database {path} holds no ChatBox schema ({what}, "
+                    f"{path.stat().st_size} bytes); refusing to start on it, which would lose "
+                    "every message and principal: restore it from a backup, or move "
+                    f"{path.parent} away and run `chatbox init` to begin anew")
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"database {self.path} has schema version {version}, newer than this "

@@ -85,7 +85,8 @@ class BusClient:
     def _round_trip(self, req: wire.Request, idem: str | None) -> wire.Result:
         if self._dealer is None and self._ipc_path is not None \
                 and not os.path.exists(self._ipc_path):
-            raise Unreachable(f"broker not running: no socket at {self._ipc_path}")
+            raise Unreachable(f"broker not reachable: no socket at {self._ipc_path} (it is not "
+                              "running, or its socket file was removed: restart it)")
         dealer = self._dealer_socket()
         rid = next(self._rids)
         dealer.send(wire.encode(wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=self.token,
