@@ -4,7 +4,8 @@ Inside, the turn sees the system read-only, the workspace writable (agents work 
 ``chatbox.toml`` read-only, and of the data directory only what is its agent's own: its token
 (read-only), its directory (CLI home, MCP socket, API key) and the bus sockets. The admin token,
 other agents' tokens, the database and the audit key are simply not there. ``HOME`` is the
-agent's CLI home, ``/tmp`` private. The turn gets its own PID namespace: when the turn ends, or
+agent's CLI home and ``TMPDIR`` a directory in it (``/tmp`` stays as the system has it, read-only:
+a Python or a CLI installed under it keeps working). The turn gets its own PID namespace: when the turn ends, or
 its supervisor dies (``--die-with-parent`` under the supervisor's ``PR_SET_PDEATHSIG``), every
 process it started dies with it, a ``setsid`` grandchild included. The network is shared: the
 engine needs its model.
@@ -43,18 +44,21 @@ def check() -> str | None:
     return None
 
 
-def wrap(argv: list[str], *, ws: Workspace, agent: str, endpoints: Endpoints) -> list[str]:
-    """``argv`` run inside the sandbox for ``agent``'s turn."""
+def wrap(argv: list[str], *, ws: Workspace, agent: str, endpoints: Endpoints,
+         home: Path) -> list[str]:
+    """``argv`` run inside the sandbox for ``agent``'s turn; ``home`` is its CLI home (writable,
+    wherever ``home`` in chatbox.toml put it)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:  # removed since the start-up check: this turn fails, with the reason
         raise EngineError(f"bubblewrap (`bwrap`) is gone from PATH; {INSTALL}")
     root, data = str(ws.root), ws.data
     args = [bwrap, "--die-with-parent", "--unshare-pid", "--new-session",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--bind", root, root,
             "--tmpfs", str(data)]
     ws.ensure_agent_dir(agent)
-    own = [("--ro-bind", ws.agent_token_path(agent)), ("--bind", ws.agent_dir(agent))]
+    own = [("--ro-bind", ws.agent_token_path(agent)), ("--bind", ws.agent_dir(agent)),
+           ("--bind", home)]
     for endpoint in (endpoints.request, endpoints.events):
         path = ipc_path(endpoint)
         if path is not None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 import structlog
@@ -105,8 +105,10 @@ class TurnRunner:
         argv = built.argv
         if c.sandbox == "bwrap":
             cli_homes.prepare(self.home)
-            child_env["HOME"] = str(self.home)  # the system outside is read-only in the sandbox
-            argv = sandbox.wrap(argv, ws=self.ws, agent=self.agent, endpoints=self.endpoints)
+            # the system outside is read-only in the sandbox: home and scratch are the agent's
+            child_env["HOME"], child_env["TMPDIR"] = str(self.home), str(self.home / "tmp")
+            argv = sandbox.wrap(argv, ws=self.ws, agent=self.agent, endpoints=self.endpoints,
+                                home=self.home)
         spec = TurnSpec(argv=argv, stdin=built.stdin, env=child_env, cwd=str(self.ws.root),
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,

@@ -147,3 +147,18 @@ def test_a_turn_cannot_approve_its_own_tier2_post(fleet):
     from chatbox.bus import wire
     post = fleet.client().call(wire.GetPost(seq=seen["posted"])).post
     assert (post.author, post.status) == ("eve", "pending")
+
+
+def test_a_cli_home_outside_the_workspace_is_writable_in_the_sandbox(fleet, tmp_path):
+    """`home` may point anywhere: the sandbox binds it writable (it is the agent's own)."""
+    home = tmp_path / "eve-home"
+    fleet.write_config(config([sys.executable, "-I", "-S", "-c",
+                               "import os; p = os.path.join(os.environ['HOME'], 'kept'); "
+                               "open(p, 'w').write('ok'); print(os.environ['HOME'])"],
+                              home=f'"{home}"'))
+    fleet.add_agent("eve", "#general")
+    fleet.start_supervisor("eve")
+    fleet.post("#general", "@eve write at home")
+    reply = wait_for(lambda: next((m for m in fleet.read("#general") if m.author == "eve"), None),
+                     timeout=30, what="eve's reply")
+    assert reply.body == str(home) and (home / "kept").read_text() == "ok"
