@@ -119,7 +119,9 @@ def _turn(turn: wire.TurnInfo | None) -> str:
     if turn is None:
         return "no turns yet"
     outcome = turn.outcome or "running"
-    return f"last turn {turn.id} {safe_line(outcome)}"
+    used = turn.input_tokens + turn.output_tokens
+    usage = f" ({used} tokens{f', ${turn.cost_usd:.4f}' if turn.cost_usd else ''})" if used else ""
+    return f"last turn {turn.id} {safe_line(outcome)}{usage}"
 
 
 def agent_line(agent: wire.AgentInfo) -> str:

@@ -78,3 +78,15 @@ def test_agent_json_has_exactly_the_documented_fields_with_full_subscriptions():
     assert list(obj) == list(AGENT_FIELDS)
     assert obj["subscriptions"] == [{"channel": "#general", "view": "full", "wake": "all",
                                      "last_read": 0}]
+
+
+def test_the_roster_line_and_details_show_a_turns_usage_and_cause():
+    """Issue 11: usage is shown by `agent list`/`status`, cause and usage by `agent show`."""
+    from chatbox.cli.output import agent_details, agent_line
+    turn = wire.TurnInfo(id=7, agent="kim", epoch=3, outcome="failed", input_tokens=240,
+                         output_tokens=24, cost_usd=0.0014, cause="Not logged in · Please run /login")
+    agent = wire.AgentInfo(name="kim", state="ASLEEP", engine="claude", last_turn=turn)
+    assert agent_line(agent).endswith("last turn 7 failed (264 tokens, $0.0014)")
+    details = agent_details(agent)
+    assert "  cause: Not logged in · Please run /login" in details
+    assert "  usage: 240 in / 24 out tokens, $0.0014" in details
