@@ -71,16 +71,16 @@ def acked(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
 def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
     me = ctx.principal.name
     row = channels.get(ctx, channel)
+    in_channel = ctx.db.execute("SELECT channel FROM messages WHERE seq = ?", (up_to,)).get
     direct = ctx.db.execute("SELECT 1 FROM direct WHERE agent = ? AND seq = ?", (me, up_to)).get
-    if direct:  # a decision on my post, delivered outside my subscriptions
+    if direct and in_channel == row[0]:  # a decision on my post, delivered to me directly
         set_acked(ctx, me, channel, up_to)
         return wire.AckResult(channel=channel, last_read=up_to)
     if not ctx.principal.is_human and channels.subscription(ctx, me, channel) is None:
         raise Forbidden(f"not subscribed to {channel}", field="channel")
-    in_channel = ctx.db.execute("SELECT channel FROM messages WHERE seq = ?", (up_to,)).get
-    if in_channel != row[0]:
-        where = f"it is in {in_channel}" if in_channel else "no such message"
-        raise Invalid(f"cannot ack #{up_to} in {channel}: {where}", field="up_to")
+    if in_channel != row[0]:  # never where it is: the caller may not be able to read that
+        raise Invalid(f"cannot ack #{up_to} in {channel}: it is not a message of {channel}",
+                      field="up_to")
     done, delivered = acked(ctx, me, channel)
     if up_to > delivered:
         raise Invalid(f"cannot ack #{up_to} in {channel}: it was not delivered to you yet "

@@ -55,3 +55,23 @@ def test_another_agents_roster_entry_hides_its_output_and_private_channels(fleet
         [s.channel for s in listed["kim"].subscriptions] == ["#general"]
     own = fleet.agent_client("kim").call(wire.ShowAgent(name="kim")).agent
     assert own.last_turn.excerpt == f"ack {post.seq}" and len(own.subscriptions) == 2
+
+
+def test_an_ack_moves_only_the_channel_its_message_is_in(fleet):
+    """Issue 13: an ack whose up_to is a decision delivered in another channel (#alerts) must not
+    move the caller's offset elsewhere past messages it was never delivered; nor does the
+    refusal say where a message the caller may not read is."""
+    fleet.client().call(wire.CreateChannel(name="#secret", topic="members only", kind="private"))
+    fleet.add_agent("kim", "#general")
+    kim = fleet.agent_client("kim")
+    escalation = kim.call(wire.Escalate(reason="may I?")).message
+    fleet.client().call(wire.Decide(seq=escalation.seq, approve=True, reason="yes"))
+    never_read = fleet.post("#general", "not delivered to kim yet")
+    hidden = fleet.post("#secret", "kim may not read this")
+    decision_seq = max(m.seq for m in fleet.read("#alerts"))  # the decision, kim's directly
+    with pytest.raises(Refused, match="not a message of #general"):
+        kim.call(wire.Ack(channel="#general", up_to=decision_seq))
+    with pytest.raises(Refused) as refused:
+        kim.call(wire.Ack(channel="#general", up_to=hidden.seq))
+    assert "#secret" not in refused.value.message
+    assert fleet.agent("kim").offsets.get("#general", 0) < never_read.seq
