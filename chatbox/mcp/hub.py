@@ -47,7 +47,10 @@ def read_header(conn: socket.socket) -> int | None:
         if not chunk or len(raw) >= MAX_HEADER:
             raise ValueError("the relay sent no header line")
         raw += chunk
-    turn = json.loads(raw).get("turn")
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("the relay's header is not a JSON object")
+    turn = header.get("turn")
     if turn is not None and (isinstance(turn, bool) or not isinstance(turn, int)):
         raise ValueError(f"the relay's turn is not a number: {turn!r}")
     return turn
@@ -81,9 +84,17 @@ async def session(conn: socket.socket, agent: str, token: str, endpoints: Endpoi
         log.info("session_ended", turn=turn)
 
 
+async def guarded(*args) -> None:
+    """One session; whatever ends it badly ends it alone, never the server and its others."""
+    try:
+        await session(*args)
+    except Exception:
+        log.exception("session_failed")
+
+
 async def serve(sock: socket.socket, agent: str, token: str, endpoints: Endpoints, toolset: str,
                 build_server) -> None:
     async with anyio.create_task_group() as tg:
         while True:
             conn, _ = await anyio.to_thread.run_sync(sock.accept, abandon_on_cancel=True)
-            tg.start_soon(session, conn, agent, token, endpoints, toolset, build_server)
+            tg.start_soon(guarded, conn, agent, token, endpoints, toolset, build_server)

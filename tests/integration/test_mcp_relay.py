@@ -126,3 +126,27 @@ def test_a_supervisor_whose_agent_socket_path_is_too_long_runs_turns_without_the
     finally:
         fleet.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_bad_relay_header_ends_its_own_session_only(fleet):
+    """Any local process of the agent's user can reach the socket: a bad header (not an
+    object, a non-number turn) is refused, and the server goes on serving the next relay."""
+    import socket as socketlib
+    fleet.add_agent("kimi", "#general")
+    hub = start_hub(fleet, "kimi")
+    try:
+        for junk in (b"[1, 2]\n", b'{"turn": "seven"}\n', b"not json\n"):
+            conn = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+            conn.connect(str(hub.path))
+            conn.sendall(junk)
+            conn.settimeout(30)
+            assert conn.recv(1) == b""  # closed on us
+            conn.close()
+        assert hub.proc.poll() is None
+
+        async def body(session: ClientSession) -> None:
+            assert (await session.list_tools()).tools
+
+        anyio.run(session_of, fleet, hub.relay_command(3), body)
+    finally:
+        hub.stop()
