@@ -25,6 +25,7 @@ from typing import Any
 
 import tomli_w
 
+from chatbox.runtime.workspace import write_secret
 from chatbox.supervisor.errors import EngineError
 
 # the chatbox tools, as each CLI names an MCP server's tools (gemini allow-lists exact names)
@@ -50,16 +51,7 @@ def prepare(home: Path) -> None:
 
 def write_private(path: Path, text: str) -> None:
     """``text`` to ``path``, 0600, atomically: a turn never reads half a config file."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_secret(path, text.rstrip("\n"))  # the workspace's one atomic 0600 writer
 
 
 def _read_json(path: Path) -> dict[str, Any]:

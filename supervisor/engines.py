@@ -107,9 +107,7 @@ def login_command(engine: str, home: Path) -> tuple[list[str], dict[str, str], s
         raise EngineError(f"engine {engine!r} has no login of its own")
     cli_homes.prepare(home)
     argv, hint = LOGIN[engine]
-    env = {cli_homes.HOME_VARIABLE[engine]: str(cli_homes.engine_home(home, engine)),
-           "TMPDIR": str(home / "tmp")}
-    return list(argv), env, hint
+    return list(argv), _home_env(home, engine), hint
 
 
 def preflight(engine: str, path: str | None) -> str | None:
@@ -186,7 +184,8 @@ def _claude(inp: TurnInput) -> Turn:
             "--allowedTools=" + ",".join(["mcp__chatbox__*", *inp.tools]),
             "--permission-mode", "dontAsk", "--max-turns", str(inp.max_turns)]
     argv += _model(inp)
-    env = {**_common(inp, "claude"), "MCP_TIMEOUT": str(cli_homes.MCP_STARTUP_SECONDS * 1000),
+    env = {**_home_env(inp.home, "claude"),
+           "MCP_TIMEOUT": str(cli_homes.MCP_STARTUP_SECONDS * 1000),
            "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
            # a bad key fails the turn in seconds instead of ten retries over minutes
            "CLAUDE_CODE_MAX_RETRIES": "2"}
@@ -202,7 +201,7 @@ def _codex(inp: TurnInput) -> Turn:
     cli_homes.codex(inp.home, inp.mcp, model=inp.model, base_url=inp.base_url, tools=inp.tools)
     argv = ["codex", "exec", "--json", "--skip-git-repo-check", "--sandbox",
             "workspace-write" if "shell" in inp.tools else "read-only", "-"]
-    env = _common(inp, "codex")
+    env = _home_env(inp.home, "codex")
     if inp.api_key:
         env["CHATBOX_MODEL_API_KEY" if inp.base_url else "CODEX_API_KEY"] = inp.api_key
     return Turn(argv=argv, stdin=inp.prompt.encode("utf-8"), env=env, reply_mode="tools")
@@ -212,7 +211,7 @@ def _gemini(inp: TurnInput) -> Turn:
     cli_homes.gemini(inp.home, inp.mcp, api_key=inp.api_key is not None, tools=inp.tools)
     # headless because stdin is not a terminal; the prompt stays off the command line
     argv = ["gemini", "--output-format", "stream-json", "--skip-trust"] + _model(inp)
-    env = _common(inp, "gemini")
+    env = _home_env(inp.home, "gemini")
     if inp.base_url:
         env["GOOGLE_GEMINI_BASE_URL"] = inp.base_url
     if inp.api_key:
@@ -224,7 +223,8 @@ def _gemini(inp: TurnInput) -> Turn:
 def _kimi(inp: TurnInput) -> Turn:
     cli_homes.kimi(inp.home, inp.mcp, tools=inp.tools)
     argv = ["kimi", "-p", inp.pointer, "--output-format", "stream-json"]
-    env = {**_common(inp, "kimi"), "KIMI_CODE_NO_AUTO_UPDATE": "1", "KIMI_DISABLE_TELEMETRY": "1"}
+    env = {**_home_env(inp.home, "kimi"), "KIMI_CODE_NO_AUTO_UPDATE": "1",
+           "KIMI_DISABLE_TELEMETRY": "1"}
     if not (inp.api_key or inp.base_url):
         argv += _model(inp)  # a model of the login's config.toml
     else:  # a model without a login: Kimi Code's environment settings (--model would look it
@@ -239,10 +239,11 @@ def _kimi(inp: TurnInput) -> Turn:
     return Turn(argv=argv, stdin=b"", env=env, reply_mode="tools")
 
 
-def _common(inp: TurnInput, engine: str) -> dict[str, str]:
-    """The CLI's own home variable and a private TMPDIR (gemini writes error reports there)."""
-    return {cli_homes.HOME_VARIABLE[engine]: str(cli_homes.engine_home(inp.home, engine)),
-            "TMPDIR": str(inp.home / "tmp")}
+def _home_env(home: Path, engine: str) -> dict[str, str]:
+    """The CLI's own home variable and a private TMPDIR (gemini writes error reports there),
+    for its turns and its login alike."""
+    return {cli_homes.HOME_VARIABLE[engine]: str(cli_homes.engine_home(home, engine)),
+            "TMPDIR": str(home / "tmp")}
 
 
 def _model(inp: TurnInput) -> list[str]:

@@ -7,7 +7,6 @@ both. Interactive commands use a short deadline, so a broker that is down is rep
 
 from __future__ import annotations
 
-import os
 
 from chatbox.bus import wire
 from chatbox.bus.client import BusClient

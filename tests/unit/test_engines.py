@@ -224,3 +224,9 @@ def test_kimi_usage_is_read_from_its_session_wire_file(tmp_path):
 def test_homes_are_private(tmp_path):
     cli_homes.prepare(tmp_path / "h")
     assert (os.stat(tmp_path / "h").st_mode & 0o777) == 0o700
+
+
+def test_the_tools_allow_listed_for_gemini_are_the_mcp_servers_tools():
+    """gemini's allow-list names every chatbox tool; it must follow the server's catalogue."""
+    from chatbox.mcp.tools import TOOLS
+    assert set(cli_homes.CHATBOX_TOOLS) == {t.name for t in TOOLS}
