@@ -153,6 +153,13 @@ def mark_delivered(ctx: Ctx, who: str, channel: str, seq: int) -> None:
         "delivered = max(delivered, ?3), updated_at = ?4", (who, channel, seq, ctx.now))
 
 
+def offset_of(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
+    """``who``'s (acked, delivered) seqs in ``channel``; (0, 0) before its first delivery."""
+    row = ctx.db.execute("SELECT acked, delivered FROM offsets WHERE principal = ? AND channel = ?",
+                         (who, channel)).fetchone()
+    return row or (0, 0)
+
+
 def thread(ctx: Ctx, seq: int) -> wire.ThreadResult:
     """A post and its replies; any channel that is not private, as the seed intended."""
     msg = get(ctx, seq, "post_id")

@@ -10,7 +10,7 @@ from chatbox.bus import wire
 from chatbox.broker import channels
 from chatbox.broker.context import Ctx
 from chatbox.broker.errors import Forbidden, Invalid
-from chatbox.broker.messages import COLUMNS, check_limit, mark_delivered, to_wire
+from chatbox.broker.messages import COLUMNS, check_limit, mark_delivered, offset_of, to_wire
 
 _M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
 
@@ -62,12 +62,6 @@ def inbox(ctx: Ctx, limit: int) -> wire.MessagesResult:
     return wire.MessagesResult(messages=msgs, last_seq=msgs[-1].seq if msgs else 0, more=more)
 
 
-def acked(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
-    row = ctx.db.execute("SELECT acked, delivered FROM offsets WHERE principal = ? AND channel = ?",
-                         (who, channel)).fetchone()
-    return row or (0, 0)
-
-
 def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
     me = ctx.principal.name
     row = channels.get(ctx, channel)
@@ -81,7 +75,7 @@ def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
     if in_channel != row[0]:  # never where it is: the caller may not be able to read that
         raise Invalid(f"cannot ack #{up_to} in {channel}: it is not a message of {channel}",
                       field="up_to")
-    done, delivered = acked(ctx, me, channel)
+    done, delivered = offset_of(ctx, me, channel)
     if up_to > delivered:
         raise Invalid(f"cannot ack #{up_to} in {channel}: it was not delivered to you yet "
                       f"(delivered up to #{delivered}; read it first)", field="up_to")
