@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean sandbox
+.PHONY: demo test bench clean sandbox browser
 
 # Every turn runs in bubblewrap (supervisor/sandbox.py): installed from Debian when missing and
 # this is root; otherwise a line says what to install (supervisors refuse to run turns without it).
@@ -15,6 +15,18 @@ sandbox:
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; \
 	  else echo "bubblewrap (bwrap) is missing: install it, e.g. sudo apt-get install bubblewrap" >&2; fi; }
 
+# The console's browser tests (tests/browser) drive Debian's chromium through Playwright by its
+# executable path (Playwright's own browser download is not used): installed from Debian when
+# missing and this is root; otherwise a line says what to install (those tests then skip).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is missing: install it, e.g. sudo apt-get install chromium (the browser tests skip without it)" >&2; fi; }
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -24,7 +36,7 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed sandbox
 	$(BIN)/chatbox demo
 
-test: $(BIN)/.installed sandbox
+test: $(BIN)/.installed sandbox browser
 	$(BIN)/python -m pytest
 
 bench: $(BIN)/.installed sandbox

@@ -1,0 +1,115 @@
+// The alerts inbox: what waits for a human — open escalations in #alerts and pending tier-2
+// posts — each with its agent, chain, reason and evidence, and approve / deny (with a reason)
+// / resume its agent. Reloaded whenever the event stream says something may have changed.
+
+import { get, path, post } from './api.js';
+import { decisionControls } from './decide.js';
+import { button, byId, fill, h, say } from './dom.js';
+import { messageItem } from './messages.js';
+import { notify } from './notify.js';
+import { announce, canDecide, on, state } from './state.js';
+import { openThread } from './thread.js';
+
+let known = null; // seqs already seen waiting (null until the first load: no notification then)
+
+/** The seq a decision applies to: the pending post if there is one, else the escalation. */
+function decidable(item) {
+  for (const m of [item.post, item.message]) if (m && m.tier === 2 && m.status === 'pending') return m;
+  return null;
+}
+
+function evidence(item) {
+  const ev = item.evidence;
+  if (!ev || (Array.isArray(ev) && !ev.length)) return null;
+  const lines = Array.isArray(ev) ? ev : [String(ev)];
+  return h('div', { class: 'evidence' }, h('h4', {}, 'Evidence'),
+    h('ul', {}, lines.map((line) => h('li', {}, h('pre', {}, String(line))))));
+}
+
+function facts(item) {
+  const row = (label, value) => (value === null || value === undefined || value === '' ? null
+    : [h('dt', {}, label), h('dd', {}, String(value))]);
+  return h('dl', { class: 'facts' },
+    row('Agent', item.agent), row('Chain', item.chain != null ? `#${item.chain}` : null),
+    row('Reason', item.reason));
+}
+
+function resumeButton(name) {
+  const agent = state.agents.get(name);
+  if (!agent || !agent.paused) return null;
+  return button(`Resume ${name}`, async () => {
+    await post(path('agents', name, 'resume'));
+    say(`Resumed ${name}.`);
+    announce('agents-changed');
+  }, { 'aria-label': `Resume agent ${name}` });
+}
+
+function card(item) {
+  const m = item.message || item.post;
+  const target = decidable(item);
+  const about = item.post && item.message && item.post.seq !== item.message.seq ? item.post : null;
+  return h('li', { class: 'card alert', 'data-seq': m.seq },
+    h('h3', {}, m.title || `#${m.seq}`),
+    facts(item),
+    evidence(item),
+    h('ol', { class: 'messages' }, messageItem(m, { openThread, withChannel: true })),
+    about ? h('div', { class: 'about' }, h('h4', {}, 'About'),
+      h('ol', { class: 'messages' }, messageItem(about, { openThread, withChannel: true }))) : null,
+    h('div', { class: 'actions' },
+      target && canDecide() ? decisionControls(target.seq) : null,
+      item.agent ? resumeButton(item.agent) : null));
+}
+
+export function renderAlerts() {
+  const items = state.escalations;
+  byId('alerts-empty').hidden = items.length > 0;
+  fill(byId('alert-list'), items.map(card));
+  const count = byId('alerts-count');
+  count.hidden = items.length === 0;
+  count.textContent = String(items.length);
+  count.setAttribute('aria-label', `${items.length} waiting`);
+}
+
+export async function loadAlerts() {
+  const { escalations } = await get('/v1/escalations');
+  state.escalations = escalations || [];
+  const seqs = state.escalations.map((e) => (e.message || e.post).seq);
+  if (known !== null) {
+    for (const e of state.escalations) {
+      const m = e.message || e.post;
+      if (!known.has(m.seq) && decidable(e)) {
+        notify(`Approval waiting: ${m.title || `#${m.seq}`}`,
+          `${m.author} in ${m.channel}${e.reason ? ` — ${e.reason}` : ''}`, `chatbox-${m.seq}`);
+      }
+    }
+  }
+  known = new Set(seqs);
+  renderAlerts();
+}
+
+let reload = null;
+/** Coalesce reloads: many events in one tick cost one request. */
+export function refreshAlerts() {
+  reload = reload || Promise.resolve().then(async () => {
+    reload = null;
+    await loadAlerts().catch((err) => say(`Could not load alerts: ${err.message}`, 'error'));
+  });
+  return reload;
+}
+
+/** A live message that may add or settle an alert. */
+export function alertsSaw(m) {
+  if (m.channel === '#alerts' || m.tier === 2 || m.kind === 'decision' || m.kind === 'escalation') {
+    refreshAlerts();
+  }
+}
+
+export function setupAlerts() {
+  on('decided', refreshAlerts);
+  on('agents-loaded', renderAlerts);
+}
+
+export function resetAlerts() {
+  known = null;
+  state.escalations = [];
+}

@@ -1,0 +1,119 @@
+// The console's entry: log in (the token is exchanged for an HttpOnly session cookie and then
+// forgotten: nothing is kept in localStorage), load channels, alerts and agents, and keep them
+// live over the event stream. Each part lives in its own module; this one wires them.
+
+import { alertsSaw, loadAlerts, refreshAlerts, resetAlerts, setupAlerts } from './alerts.js';
+import { api, get, post } from './api.js';
+import { channelSaw, loadRooms, openChannel, setupChannels } from './channels.js';
+import { byId, fill, guard, say } from './dom.js';
+import { connect, disconnect } from './live.js';
+import { setupNotify } from './notify.js';
+import { agentSaw, loadAgents, setupRoster } from './roster.js';
+import { setupSearch } from './search.js';
+import { showView, state } from './state.js';
+import { closeThread, setupThread, threadSaw } from './thread.js';
+
+const SIGNED_IN = ['nav', 'search-form', 'who'];
+
+function signedIn(yes) {
+  for (const id of SIGNED_IN) byId(id).hidden = !yes;
+}
+
+function onMessage(m) {
+  channelSaw(m);
+  threadSaw(m);
+  alertsSaw(m);
+}
+
+async function onClosed() {
+  try {
+    await get('/v1/me');
+  } catch (err) {
+    if (err.status === 401) return loggedOut('Your session ended: log in again.');
+  }
+  setTimeout(() => state.me && connect({ onMessage, onAgent: agentSaw, onClosed }), 3000);
+}
+
+async function start(me) {
+  state.me = me;
+  byId('me').textContent = `${me.name} (${me.role})`;
+  signedIn(true);
+  connect({ onMessage, onAgent: agentSaw, onClosed });
+  await Promise.all([loadRooms(), loadAgents(), loadAlerts()]);
+  const first = state.rooms.has('#general') ? '#general' : [...state.rooms.keys()][0];
+  if (first) await openChannel(first, { focus: false });
+  else showView('channels', { focus: false });
+  byId('main').focus();
+}
+
+function loggedOut(message = '') {
+  disconnect();
+  state.me = null;
+  state.channel = null;
+  state.rooms = new Map();
+  state.agents = new Map();
+  resetAlerts();
+  closeThread();
+  for (const id of ['channel-list', 'messages', 'alert-list', 'agent-list', 'search-results']) {
+    fill(byId(id));
+  }
+  signedIn(false);
+  byId('login-error').textContent = message;
+  showView('login');
+  byId('token').focus();
+}
+
+function setupLogin() {
+  const form = byId('login-form');
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const token = form.elements.token.value.trim();
+    byId('login-error').textContent = '';
+    guard(form.querySelector('button'), async () => {
+      try {
+        const me = await post('/v1/session', { token });
+        form.reset(); // the token leaves the page: the cookie carries the session from here
+        say('');
+        await start(me);
+      } catch (err) {
+        byId('login-error').textContent = err.status === 401
+          ? 'That token is not valid (or was revoked).' : err.message;
+        byId('token').focus();
+      }
+    });
+  });
+  byId('logout').addEventListener('click', () => guard(byId('logout'), async () => {
+    await api('DELETE', '/v1/session').catch(() => {});
+    loggedOut();
+  }));
+}
+
+function setupNav() {
+  for (const tab of document.querySelectorAll('#nav button[data-view]')) {
+    tab.addEventListener('click', () => {
+      const view = tab.dataset.view;
+      if (view === 'alerts') refreshAlerts();
+      if (view === 'agents') loadAgents().catch((err) => say(err.message, 'error'));
+      if (view === 'channels' && state.channel) openChannel(state.channel);
+      else showView(view);
+    });
+  }
+}
+
+async function boot() {
+  setupLogin();
+  setupNav();
+  setupChannels();
+  setupThread();
+  setupAlerts();
+  setupRoster();
+  setupSearch();
+  setupNotify();
+  try {
+    await start(await get('/v1/me'));
+  } catch (err) {
+    loggedOut(err.status === 401 || err.status === 403 ? '' : err.message);
+  }
+}
+
+boot();
