@@ -7,8 +7,10 @@ again, and is not applied twice.
 
 from __future__ import annotations
 
+import errno
 import os
 
+import apsw
 import msgspec
 import structlog
 
@@ -21,6 +23,11 @@ from chatbox.broker.store import Store
 from chatbox.runtime.workspace import Workspace, new_token, write_secret
 
 log = structlog.get_logger("broker")
+
+# What a broker whose disk refuses writes still answers: every read, and the requests that only
+# mark what they showed (Read, Attach) or whose stored answer may be skipped (Inbox: a retry
+# gets the unacked messages again). Their marks are held in memory (messages.HeldMarks).
+ANSWERED_UNSTORED: frozenset[type[wire.Request]] = wire.READ_ONLY | {wire.Inbox}
 
 
 class Handlers:
@@ -35,9 +42,13 @@ class Handlers:
         self.started_at = started_at
 
     # ------------------------------------------------------------------ envelope
-    def handle(self, payload: bytes, now: float,
-               outbox: list[tuple[bytes, wire.Event]]) -> bytes:
-        """Answer one request frame. Never raises: every failure becomes an error reply."""
+    def handle(self, payload: bytes, now: float, outbox: list[tuple[bytes, wire.Event]], *,
+               unstored: str | None = None) -> bytes:
+        """Answer one request frame. Every refusal becomes an error reply; it raises only an
+        ``apsw.Error`` that ended the batch's transaction itself (SQLite rolled it back).
+
+        ``unstored``: the batch could not be stored, for this reason; only a request of
+        ``ANSWERED_UNSTORED`` is answered, every other is refused with it (transient)."""
         try:
             env = wire.envelope_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -58,6 +69,8 @@ class Handlers:
             log.info("refused", op=op, principal=principal.name, code=out_of_bounds.code,
                      field=out_of_bounds.field)
             return wire.encode(wire.ErrorReply(rid=env.rid, error=out_of_bounds))
+        if unstored is not None and type(req) not in ANSWERED_UNSTORED:
+            return _error(env.rid, "store", unstored)
         ctx = Ctx(self.db, principal, now)
         keyed = env.idem is not None and wire.keyed(req)
         try:
@@ -83,6 +96,13 @@ class Handlers:
             level("refused", op=op, principal=principal.name, code=exc.code,
                   field=exc.field)
             return _error(env.rid, exc.code, exc.message, exc.field)
+        except apsw.Error as exc:
+            if not self.db.in_transaction:
+                raise  # SQLite ended the batch's transaction: none of it is stored
+            if not is_disk_full(exc):
+                log.exception("request_failed", op=op)
+                return _error(env.rid, "internal", "internal error; see the broker log")
+            return _error(env.rid, "store", self.not_stored(exc))
         except Exception:
             log.exception("request_failed", op=op)
             return _error(env.rid, "internal", "internal error; see the broker log")
@@ -181,6 +201,9 @@ class Handlers:
         try:
             write_secret(path, token)
         except OSError as exc:  # a read-only workspace: refused, and the agent not added
+            if exc.errno == errno.ENOSPC:
+                raise StoreError(f"not stored: the disk holding {self.workspace.data} is "
+                                 "full; free space there and send it again") from None
             raise StoreError(f"cannot write the token file {path}: {exc.strerror}; the "
                              "workspace must be writable by the broker") from None
         log.info("agent_added", agent=req.name, token_path=str(path))
@@ -195,14 +218,28 @@ class Handlers:
             principals=self.db.execute("SELECT count(*) FROM principals").get,
             agents=agents.list_all(ctx))
 
-    def on_supervisor_exit(self, fd: int, now: float) -> list[tuple[bytes, wire.Event]]:
-        sup = self.dispatcher.liveness.exited(fd)
-        if sup is None:
-            return []
+    def not_stored(self, exc: BaseException) -> str:
+        """The one line a write refused by the database gets (transient: it may land later)."""
+        if is_disk_full(exc):
+            return (f"not stored: the disk holding {self.workspace.data} is full; free space "
+                    "there and send it again (reads are still answered)")
+        return f"not stored: {exc}"
+
+    def on_supervisor_exit(self, sup: str, now: float) -> list[tuple[bytes, wire.Event]]:
+        """Record that supervisor ``sup`` exited (its pidfd became readable)."""
         log.info("supervisor_exited", supervisor=sup)
         ctx = Ctx(self.db, Principal("broker", "admin"), now)
         self.dispatcher.on_supervisor_exit(ctx, sup)
         return ctx.outbox
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Is ``exc``, or an error it was raised from or during, SQLite's SQLITE_FULL?"""
+    while exc is not None:
+        if isinstance(exc, apsw.FullError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _error(rid: int, code: wire.ErrorCode, message: str, field: str | None = None) -> bytes:

@@ -153,6 +153,43 @@ def mark_delivered(ctx: Ctx, who: str, channel: str, seq: int) -> None:
         "delivered = max(delivered, ?3), updated_at = ?4", (who, channel, seq, ctx.now))
 
 
+class HeldMarks:
+    """Delivery marks (and turns' connections) that reads made while the disk refused writes.
+
+    A read answered after its batch's commit failed runs in a transaction that is rolled back,
+    so what it marked would be lost: the rows it stamped with its own time (``mark_delivered``
+    sets ``updated_at``, ``turns.connect`` sets ``connected_at``) are collected here, laid into
+    every later transaction first — so :func:`offset_of`, and with it an ack, sees them — and
+    forgotten once one of those commits. Bounded by principals x channels and open turns."""
+
+    def __init__(self) -> None:
+        self.delivered: dict[tuple[str, str], int] = {}
+        self.connected: dict[int, tuple[str, float]] = {}
+
+    def collect(self, ctx: Ctx) -> None:
+        """Keep what the reads of ``ctx`` (a transaction about to be rolled back) marked."""
+        for who, channel, seq in ctx.db.execute(
+                "SELECT principal, channel, delivered FROM offsets WHERE updated_at = ?",
+                (ctx.now,)):
+            self.delivered[who, channel] = max(self.delivered.get((who, channel), 0), seq)
+        for turn, agent in ctx.db.execute(
+                "SELECT t.id, t.agent FROM agent_state a JOIN turns t ON t.id = a.current_turn "
+                "WHERE t.connected_at = ?", (ctx.now,)):
+            self.connected.setdefault(turn, (agent, ctx.now))
+
+    def apply(self, ctx: Ctx) -> None:
+        """Lay the held marks into the open transaction (each never moves a mark back)."""
+        for (who, channel), seq in self.delivered.items():
+            mark_delivered(ctx, who, channel, seq)
+        for turn, (agent, at) in self.connected.items():
+            ctx.db.execute("UPDATE turns SET connected_at = ? WHERE id = ? AND agent = ? AND "
+                           "ended_at IS NULL AND connected_at IS NULL", (at, turn, agent))
+
+    def clear(self) -> None:
+        self.delivered.clear()
+        self.connected.clear()
+
+
 def offset_of(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
     """``who``'s (acked, delivered) seqs in ``channel``; (0, 0) before its first delivery."""
     row = ctx.db.execute("SELECT acked, delivered FROM offsets WHERE principal = ? AND channel = ?",

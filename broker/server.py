@@ -3,7 +3,13 @@
 One thread owns the database. It blocks in ``poll()`` (no timeout: an idle broker uses no CPU),
 then drains every request that is already queued, runs the lot in one ``IMMEDIATE`` transaction
 (a savepoint each), commits once, and only then sends the replies and publishes the events — so
-every reply means "on disk", and every event names a committed row.
+every reply means "on disk", and every event names a committed row. A batch is bounded in
+requests and in bytes, and its replies are sent in groups of at most ``REPLY_BUDGET`` bytes (a
+commit each), so big reads never pile up in the broker's memory.
+
+A commit that fails (a full disk) stores nothing: every write of its group is refused as
+transient, saying so, while its reads are answered again outside it — what they mark delivered
+is held in memory (``messages.HeldMarks``) and written by the next commit that succeeds.
 """
 
 from __future__ import annotations
@@ -17,12 +23,19 @@ import zmq
 from chatbox.bus import wire
 from chatbox.bus.client import configure
 from chatbox.bus.endpoints import Endpoints, check, ipc_path
-from chatbox.broker.handlers import Handlers, _error, _salvage_rid
+from chatbox.broker.context import Ctx, Principal
+from chatbox.broker.handlers import Handlers, _error, _salvage_rid, is_disk_full
+from chatbox.broker.messages import HeldMarks
 from chatbox.runtime.signals import StopSignals
 
 log = structlog.get_logger("broker")
 
 MAX_BATCH = 512
+# Bytes of requests one batch drains, and of replies one group holds before it commits and
+# sends: what a batch holds at once is bounded, however big the frames and reads in it.
+REQUEST_BUDGET = 16 * 1024 * 1024
+REPLY_BUDGET = 16 * 1024 * 1024
+BROKER = Principal("broker", "admin")
 PRUNE_EVERY = 10_000  # requests between two prunings of old idempotency keys
 
 
@@ -43,6 +56,8 @@ class Server:
         self.signals = StopSignals()
         self.requests_served = 0
         self._since_prune = PRUNE_EVERY  # prune once at the first batch
+        self.held = HeldMarks()  # marks shown while the disk refused writes
+        self._exits: list[str] = []  # supervisors gone, not yet recorded
 
     def bind(self) -> None:
         for endpoint, sock in ((self.endpoints.request, self.router),
@@ -86,40 +101,100 @@ class Server:
                 self.process(self._drain() if self.router in ready else [], exited)
 
     def _drain(self) -> list[list[bytes]]:
-        """Every request already queued, up to MAX_BATCH: one group commit's worth."""
+        """Every request already queued, up to MAX_BATCH or REQUEST_BUDGET bytes: one group
+        commit's worth."""
         batch = []
+        size = 0
         router = self.router
-        while len(batch) < MAX_BATCH and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            batch.append(router.recv_multipart(zmq.NOBLOCK))
+        while len(batch) < MAX_BATCH and size < REQUEST_BUDGET \
+                and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = router.recv_multipart(zmq.NOBLOCK)
+            batch.append(frames)
+            size += sum(len(f) for f in frames)
         return batch
 
     def process(self, batch: list[list[bytes]], exited: list[int] = ()) -> None:
-        now = time.time()
+        """Answer ``batch`` in groups: each one transaction, one commit, then its replies sent —
+        a group ends early once its replies hold REPLY_BUDGET bytes, so the replies held at
+        once stay bounded however big the reads of the batch."""
+        liveness = self.handlers.dispatcher.liveness
+        self._exits.extend(sup for fd in exited if (sup := liveness.exited(fd)) is not None)
+        done = 0
+        while True:
+            done = self._group(batch, done, time.time())
+            if done >= len(batch):
+                break
+
+    def _group(self, batch: list[list[bytes]], start: int, now: float) -> int:
+        """Answer ``batch[start:]`` up to the reply budget in one transaction; return where it
+        stopped. If the commit fails (a full disk), the reads of the group are answered again
+        outside it (``_unstored``) and every write is refused as transient."""
         replies: list[tuple[bytes, bytes, bytes]] = []
         outbox: list[tuple[bytes, wire.Event]] = []
+        exits, self._exits = self._exits, []
+        end, held = start, 0
         try:
             with self.store.write():
-                for fd in exited:
-                    outbox.extend(self.handlers.on_supervisor_exit(fd, now))
-                for frames in batch:
-                    if len(frames) == 2:
-                        replies.append((frames[0], frames[1], self.handlers.handle(
-                            frames[1], now, outbox)))
-                    elif frames:
-                        log.warning("bad_frame", frames=len(frames))
-                        replies.append((frames[0], frames[-1], _error(
-                            _salvage_rid(frames[-1]), "bad_frame",
-                            f"a request is one frame, got {len(frames) - 1}")))
+                self.held.apply(Ctx(self.store.db, BROKER, now))
+                for sup in exits:
+                    outbox.extend(self.handlers.on_supervisor_exit(sup, now))
+                while end < len(batch) and held < REPLY_BUDGET:
+                    reply = self._answer(batch[end], now, outbox)
+                    end += 1
+                    if reply is not None:
+                        replies.append(reply)
+                        held += len(reply[2])
                 self.store.before_commit()
-                self._since_prune += len(batch)
+                self._since_prune += end - start
                 if self._since_prune >= PRUNE_EVERY:
                     self._since_prune = 0
                     self.store.prune_requests(now)
         except apsw.Error as exc:
-            log.error("commit_failed", error=str(exc))
+            log.error("commit_failed", error=str(exc), disk_full=is_disk_full(exc),
+                      data=str(self.store.path.parent))
+            self._exits = exits + self._exits  # recorded at the next commit that succeeds
+            replies, outbox = self._unstored(batch[start:end], self.handlers.not_stored(exc))
+        else:
+            self.held.clear()
+        self._send(replies, outbox)
+        return end
+
+    def _answer(self, frames: list[bytes], now: float, outbox: list[tuple[bytes, wire.Event]],
+                unstored: str | None = None) -> tuple[bytes, bytes, bytes] | None:
+        if len(frames) == 2:
+            return frames[0], frames[1], self.handlers.handle(frames[1], now, outbox,
+                                                              unstored=unstored)
+        if frames:
+            log.warning("bad_frame", frames=len(frames))
+            return frames[0], frames[-1], _error(_salvage_rid(frames[-1]), "bad_frame",
+                                                 f"a request is one frame, got {len(frames) - 1}")
+        return None
+
+    def _unstored(self, group: list[list[bytes]], why: str):
+        """The reads of a group whose commit failed, answered in a transaction that is rolled
+        back (so the disk is asked for nothing); what they marked delivered is held in memory
+        and written by the next commit that succeeds. Every other request is refused ``why``."""
+        now = time.time()  # not the failed group's: HeldMarks finds the reads' marks by it
+        ctx = Ctx(self.store.db, BROKER, now)
+        outbox: list[tuple[bytes, wire.Event]] = []
+        db = self.store.db
+        db.execute("BEGIN")
+        try:
+            self.held.apply(ctx)
+            replies = [r for frames in group if (r := self._answer(frames, now, outbox, why))]
+            self.held.collect(ctx)
+        except apsw.Error as exc:  # even reading failed (an I/O error): refuse it all
+            log.error("read_failed", error=str(exc))
             outbox = []
-            replies = [(rid, payload, _error(_salvage_rid(payload), "store", f"not stored: {exc}"))
-                       for rid, payload, _ in replies]
+            replies = [(rid, payload, _error(_salvage_rid(payload), "store", why))
+                       for rid, payload in (f for f in group if len(f) == 2)]
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        return replies, outbox  # reads publish nothing but Sync's event, which names no row
+
+    def _send(self, replies: list[tuple[bytes, bytes, bytes]],
+              outbox: list[tuple[bytes, wire.Event]]) -> None:
         for rid, _, reply in replies:
             try:
                 self.router.send_multipart([rid, reply], zmq.NOBLOCK)
