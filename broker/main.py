@@ -1,4 +1,8 @@
-"""``broker``: the one process that owns a workspace's database. Foreground; one "ready" line."""
+"""``broker``: the one process that owns a workspace's database. Foreground; one "ready" line.
+
+Under a service manager (systemd ``Type=notify``) it also says ``READY=1`` once it serves, after
+the "ready" line, and ``STOPPING=1`` as soon as a stop signal ends its loop.
+"""
 
 from __future__ import annotations
 
@@ -24,13 +28,17 @@ from chatbox.runtime.workspace import add_process_args
 from chatbox.runtime.exits import Exit
 
 
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="broker", description="Run the ChatBox broker (foreground).")
     add_process_args(p)
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
                    help="SQLite durability (default FULL: every reply means on disk)")
     return p
+
+
+def _notify(log: structlog.BoundLogger, state: str) -> None:
+    if not startup.notify(state) and os.environ.get("NOTIFY_SOCKET"):
+        log.warning("notify_failed", state=state)  # the manager will time out; we still serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.FAILED
     log.info("ready", pid=os.getpid(), request=server.endpoints.request,
              events=server.endpoints.events, workspace=str(ws.root))
+    _notify(log, "READY=1")
     try:
         server.serve()
     finally:
+        _notify(log, "STOPPING=1")
         try:
             server.close()  # removes the socket files
         except OSError as exc:  # a workspace made read-only meanwhile: one line, not a trace

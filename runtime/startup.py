@@ -4,12 +4,14 @@ logging and the umask. Anything that goes wrong is one line on stderr and a name
     ws, config = startup.begin("supervisor", args.workspace)       # may raise Startup
     startup.logging(config, args.log_level, component="supervisor", agent=name)
 
-``main()`` functions catch ``Startup`` and return ``startup.report(exc)``.
+``main()`` functions catch ``Startup`` and return ``startup.report(exc)``. A service manager
+learns of readiness and stopping through :func:`notify` (systemd's ``Type=notify``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from chatbox.runtime import logs
@@ -71,3 +73,22 @@ def begin(prog: str, workspace: str | None, *, initialised: bool = True,
 def logging(config: Config, level: str | None, *, component: str, **bind: object) -> None:
     """structlog for this process: the command line's level, else the config's."""
     logs.configure(level or config.log.level, component=component, **bind)
+
+
+def notify(state: str) -> bool:
+    """Tell the service manager ``state`` (``READY=1``, ``STOPPING=1``): the sd_notify protocol,
+    one datagram to the ``AF_UNIX`` socket named by ``NOTIFY_SOCKET`` (a leading ``@`` names an
+    abstract socket). Without that variable this does nothing; True if the datagram was sent.
+    Never raises: a manager that has gone away must not stop the process it manages."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    elif not address.startswith("/") or not hasattr(socket, "AF_UNIX"):
+        return False  # unset, or a kind of address (vsock) a local service never gets
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode("utf-8"))
+    except OSError:
+        return False
+    return True

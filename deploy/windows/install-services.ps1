@@ -1,4 +1,6 @@
 # Install the ChatBox broker and one supervisor per agent as Windows services with NSSM.
+# UNTESTED: written from NSSM's documentation and never run by the test suite (it runs on Linux
+# only). The Windows counterpart of `chatbox service install`; see docs/SERVICES.md.
 # Usage: .\install-services.ps1 -Workspace C:\chatbox -Venv C:\chatbox\.venv -Agents kimi,claude
 param(
     [Parameter(Mandatory = $true)][string]$Workspace,
