@@ -2,9 +2,19 @@
 
 An ack is monotonic, and only up to a seq that exists in that channel and that was delivered to
 that principal (by a read, an inbox, or a turn's batch). The log plus the offsets is the queue.
+
+What is unacked is read head by head: one index seek per subscription (on ``(channel, seq)``
+after its offset, or on ``addressed`` for a wake mode of "mentions"), one on the unacked direct
+deliveries, each with its own LIMIT, merged in seq order in Python. A call reads about as many
+rows as it returns, however long the backlog: never every unacked row before it sorts and cuts.
 """
 
 from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+import apsw
 
 from chatbox.bus import wire
 from chatbox.broker import channels
@@ -14,35 +24,75 @@ from chatbox.broker.messages import COLUMNS, check_limit, mark_delivered, offset
 
 _M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
 
-# A message is due to wake an agent when its subscription's wake mode matches it.
-_WAKE_MATCH = (
-    " AND s.wake != 'none' AND (s.wake = 'all' OR instr(' ' || m.mentions || ' ', ' ' || :me || ' ')"
-    " OR EXISTS (SELECT 1 FROM messages p WHERE p.seq = m.in_reply_to AND p.author = :me))")
+# The head of one subscription: messages of others after the offset. In a turn's batch a
+# message must also be under the hop budget.
+_CHANNEL_HEAD = (f"SELECT {_M_COLUMNS} FROM messages m INDEXED BY messages_channel "
+                 "WHERE m.channel = :ch AND m.seq > :after "
+                 "AND m.author != :me{hops} ORDER BY m.seq LIMIT :lim")
+# A wake mode of "mentions": only what mentions the agent or replies to its posts (addressed).
+_ADDRESSED_HEAD = (f"SELECT {_M_COLUMNS} FROM addressed a CROSS JOIN messages m "
+                   "ON m.seq = a.seq "
+                   "WHERE a.principal = :me AND a.channel = :ch AND a.seq > :after "
+                   "AND m.author != :me{hops} ORDER BY a.seq LIMIT :lim")
+_HOPS = " AND m.hop < :max_hops"
+# Addressed to the agent alone, outside its subscriptions (a decision on its post).
+_DIRECT_HEAD = (f"SELECT {_M_COLUMNS} FROM direct d INDEXED BY direct_unacked "
+                "CROSS JOIN messages m ON m.seq = d.seq "
+                "WHERE d.agent = :me AND d.acked = 0 ORDER BY d.seq LIMIT :lim")
+
+
+def head_queries(ctx: Ctx, who: str, *, due_only: bool) -> list[tuple[str, dict[str, object]]]:
+    """One (sql, parameters) per head that ``unacked`` merges, each an index seek; the
+    parameters lack ``lim`` and ``max_hops``."""
+    hops = _HOPS if due_only else ""
+    heads: list[tuple[str, dict[str, object]]] = []
+    for channel, wake, acked in ctx.db.execute(
+            "SELECT s.channel, s.wake, o.acked FROM subscriptions s JOIN offsets o "
+            "ON o.principal = s.principal AND o.channel = s.channel WHERE s.principal = ?",
+            (who,)):
+        if due_only and wake == "none":
+            continue
+        sql = _ADDRESSED_HEAD if due_only and wake == "mentions" else _CHANNEL_HEAD
+        heads.append((sql.format(hops=hops), {"me": who, "ch": channel, "after": acked}))
+    heads.append((_DIRECT_HEAD, {"me": who}))
+    return heads
 
 
 def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool,
             max_hops: int = 2**31) -> list[wire.Message]:
-    """Unacked messages of others in ``who``'s subscriptions, oldest first.
+    """Unacked messages of others in ``who``'s subscriptions, and those addressed to it
+    directly, oldest first, at most ``limit``.
 
     ``due_only`` keeps only those its wake modes say should wake it and whose hop is under the
     hop budget (a turn's batch).
     """
-    sql = (f"SELECT {_M_COLUMNS} FROM subscriptions s "
-           "JOIN offsets o ON o.principal = s.principal AND o.channel = s.channel "
-           "JOIN messages m ON m.channel = s.channel AND m.seq > o.acked "
-           "WHERE s.principal = :me AND m.author != :me"
-           + (_WAKE_MATCH + " AND m.hop < :max_hops" if due_only else "") +
-           f" UNION SELECT {_M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
-           "WHERE d.agent = :me AND d.acked = 0 ORDER BY 1 LIMIT :lim")
-    return [to_wire(r) for r in ctx.db.execute(sql, {"me": who, "lim": limit,
-                                                     "max_hops": max_hops})]
+    cursors = [ctx.db.execute(sql, {**params, "lim": limit, "max_hops": max_hops})
+               for sql, params in head_queries(ctx, who, due_only=due_only)]
+    try:
+        return [to_wire(row) for row in _merge(cursors, limit)]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _merge(cursors: list[apsw.Cursor], limit: int) -> Iterator[tuple]:
+    """The first ``limit`` rows of the heads in seq order, each seq once (a direct delivery may
+    be in a subscribed channel too). Each head is read only as far as the merge needs."""
+    last = None
+    taken = 0
+    for row in heapq.merge(*cursors, key=lambda r: r[0]):
+        if row[0] == last:
+            continue
+        last = row[0]
+        yield row
+        taken += 1
+        if taken == limit:
+            return
 
 
 def direct(ctx: Ctx, who: str, limit: int) -> list[wire.Message]:
     """Unacked messages addressed to ``who`` alone (decisions on its posts), oldest first."""
-    return [to_wire(r) for r in ctx.db.execute(
-        f"SELECT {_M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
-        "WHERE d.agent = ? AND d.acked = 0 ORDER BY m.seq LIMIT ?", (who, limit))]
+    return [to_wire(r) for r in ctx.db.execute(_DIRECT_HEAD, {"me": who, "lim": limit})]
 
 
 def deliver(ctx: Ctx, who: str, msgs: list[wire.Message]) -> None:
@@ -89,8 +139,9 @@ def set_acked(ctx: Ctx, who: str, channel: str, seq: int) -> None:
     """Move ``who``'s offset in ``channel`` up to ``seq`` (never back); direct deliveries too."""
     ctx.db.execute("UPDATE offsets SET acked = max(acked, ?), updated_at = ? "
                    "WHERE principal = ? AND channel = ?", (seq, ctx.now, who, channel))
-    ctx.db.execute("UPDATE direct SET acked = 1 WHERE agent = ? AND acked = 0 AND seq <= ? AND "
-                   "seq IN (SELECT seq FROM messages WHERE channel = ?)", (who, seq, channel))
+    ctx.db.execute("UPDATE direct INDEXED BY direct_unacked SET acked = 1 "
+                   "WHERE agent = ? AND acked = 0 AND seq <= ? AND "
+                   "(SELECT channel FROM messages WHERE seq = direct.seq) = ?", (who, seq, channel))
 
 
 def of(ctx: Ctx, who: str) -> dict[str, int]:

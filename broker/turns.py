@@ -143,8 +143,8 @@ def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliverie
     """Escalate and ack, never retry, what of ``batch`` was redelivered more than
     ``max_redeliveries`` times; whether anything was dropped."""
     counts = dict(ctx.db.execute(
-        "SELECT seq, count FROM redeliveries WHERE agent = ? AND count > ?",
-        (agent, max_redeliveries)))
+        f"SELECT seq, count FROM redeliveries WHERE agent = ? AND count > ? AND seq IN "
+        f"({','.join('?' * len(batch))})", (agent, max_redeliveries, *(m.seq for m in batch))))
     poison = [m for m in batch if m.seq in counts]
     if not poison:
         return False
