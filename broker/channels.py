@@ -3,6 +3,10 @@
 Humans and admins read everything. An agent reads history only in channels it is subscribed to;
 it may see (post to, open a thread in) any channel that is not private or a canary; private
 channels and canaries are for their members alone.
+
+Who creates what: the broker creates the standing channels of ``STANDING`` at every start (so a
+workspace made before one was added gets it too); a human or admin may create any kind; an
+agent may create ad-hoc and private channels only, never a standing channel or a canary.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from chatbox.broker.errors import Conflict, Forbidden, Invalid, NotFound
 from chatbox.broker.principals import get as get_principal
 
 STANDING = (("#general", "Everyone, everything"), ("#dispatch", "Work handed out and reported"),
-            ("#alerts", "Escalations for a human"))
+            ("#alerts", "Escalations for a human"),
+            # the seed's standing channels, kept so that its prompts and clients find them
+            ("#change-orders", "Changes to agreed work"), ("#debug", "Debugging"),
+            ("#observations", "Observations"))
 MEMBERS_ONLY = ("private", "canary")
+HUMANS_CREATE = ("standing", "canary")  # kinds an agent may not create (adhoc, private it may)
 HUMANS_ONLY = frozenset({"#alerts"})  # read by humans only (require_human_reader)
 
 
@@ -28,7 +36,8 @@ SYSTEM = "system"  # the broker's own voice: escalations by guardrails; it has n
 
 
 def create_standing(ctx: Ctx) -> None:
-    """The standing channels and the system principal, created once per workspace."""
+    """The standing channels and the system principal: at `chatbox init` and at every broker
+    start, so a standing channel added since a workspace was made appears in it too."""
     ctx.db.execute("INSERT OR IGNORE INTO principals(name, role, created_at) "
                    "VALUES (?, 'admin', ?)", (SYSTEM, ctx.now))
     for name, topic in STANDING:
@@ -89,8 +98,9 @@ def create(ctx: Ctx, name: str, topic: str, kind: str) -> wire.ChannelInfo:
     if len(topic) > wire.MAX_TOPIC:
         raise Invalid(f"topic is {len(topic)} characters, over the limit of {wire.MAX_TOPIC}",
                       field="topic")
-    if kind in ("canary",) and not ctx.principal.is_human:
-        raise Forbidden("only a human or admin may create a canary channel", field="kind")
+    if kind in HUMANS_CREATE and not ctx.principal.is_human:
+        raise Forbidden(f"only a human or admin may create a {kind} channel such as {name}; "
+                        "ask one to create it", field="kind")
     if ctx.db.execute("SELECT 1 FROM channels WHERE name = ?", (name,)).fetchone():
         raise Conflict(f"channel {name} already exists", field="name")
     ctx.db.execute("INSERT INTO channels(name, topic, kind, created_by, created_at) "

@@ -132,7 +132,7 @@ class Rooms(Request, tag="rooms"):
 class CreateChannel(Request, tag="create_channel"):
     name: ChannelName
     topic: Topic = ""
-    kind: Literal["adhoc", "private", "canary"] = "adhoc"
+    kind: Literal["adhoc", "private", "canary", "standing"] = "adhoc"
 
 
 class SetFlag(Request, tag="set_flag"):

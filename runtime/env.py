@@ -1,11 +1,17 @@
 """The ``CHATBOX_*`` environment variables: every name is read here and nowhere else.
 
 Precedence everywhere: command line > environment > ``chatbox.toml`` > defaults.
+
+The seed (AgentChat) was configured by ``AGENTCHAT_*`` variables. ``AGENTCHAT_WORKSPACE`` is
+still honoured; any other is never silently ignored: :func:`seed_notices` says, once per
+process, that it is the seed's and what replaces it (the ``CHATBOX_*`` of the same name, if
+there is one) or that nothing does.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 WORKSPACE = "CHATBOX_WORKSPACE"
 WORKSPACE_ALIAS = "AGENTCHAT_WORKSPACE"  # the seed's name, still honoured
@@ -16,6 +22,10 @@ BUS_EVENTS = "CHATBOX_BUS_EVENTS"
 # set by a supervisor for the one turn it runs, read by the clients that turn starts
 TURN_ID = "CHATBOX_TURN_ID"
 AGENT = "CHATBOX_AGENT"
+
+SEED_PREFIX = "AGENTCHAT_"
+OURS = (WORKSPACE, TOKEN, LOG_LEVEL, BUS_REQUEST, BUS_EVENTS, TURN_ID, AGENT)
+_announced = False
 
 
 def _get(name: str) -> str | None:
@@ -56,3 +66,32 @@ def turn_id() -> int | None:
 def for_turn(turn: int, agent: str, workspace_root: str) -> dict[str, str]:
     """The variables a supervisor gives the turn it starts (and the turn's MCP server)."""
     return {TURN_ID: str(turn), AGENT: agent, WORKSPACE: workspace_root}
+
+
+def seed_notices(environ: dict[str, str] | None = None) -> list[str]:
+    """One sentence per ``AGENTCHAT_*`` variable that ChatBox does not read as it is."""
+    environ = os.environ if environ is None else environ
+    out = []
+    for name in sorted(n for n in environ if n.startswith(SEED_PREFIX)):
+        ours = "CHATBOX_" + name[len(SEED_PREFIX):]
+        if name == WORKSPACE_ALIAS:
+            named = environ.get(WORKSPACE, "").strip()
+            if named and named != environ[name].strip():
+                out.append(f"{name} is the seed's name for {WORKSPACE}, which is also set and "
+                           f"wins: {name} is not used")
+        elif ours in OURS:
+            out.append(f"{name} is the seed's variable and is not read: ChatBox reads {ours}")
+        else:
+            out.append(f"{name} is the seed's variable and nothing in ChatBox replaces it: "
+                       "it is not read")
+    return out
+
+
+def announce_seed_variables() -> None:
+    """Print :func:`seed_notices` on stderr, once per process, one line each."""
+    global _announced
+    if _announced:
+        return
+    _announced = True
+    for line in seed_notices():
+        print(f"chatbox: {line}", file=sys.stderr, flush=True)

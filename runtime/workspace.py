@@ -2,6 +2,10 @@
 
 ``--workspace DIR``, else ``CHATBOX_WORKSPACE`` (alias ``AGENTCHAT_WORKSPACE``), else the nearest
 directory upward holding ``.chatbox/``, as git finds ``.git/``.
+
+A directory that holds the seed's ``.agentchat/`` and no ``.chatbox/`` is a workspace of the seed
+(AgentChat), not of ChatBox: found by name or upward, it is refused with a sentence that says so
+and how to start ChatBox there (``chatbox init``), never with a missing token file.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from chatbox.bus.endpoints import Endpoints, default_endpoints
 from chatbox.runtime import env
 
 DATA_DIR = ".chatbox"
+SEED_DIR = ".agentchat"  # the seed's data directory
 CONFIG_FILE = "chatbox.toml"
 
 
@@ -24,21 +29,24 @@ class WorkspaceError(Exception):
 
 class Workspace:
     def __init__(self, root: str | os.PathLike):
+        env.announce_seed_variables()  # every command makes one: none is silently ignored
         self.root = Path(root).resolve()
         self.data = self.root / DATA_DIR
 
     # --------------------------------------------------------------- discovery
     @classmethod
     def find(cls, explicit: str | os.PathLike | None = None) -> Workspace:
-        if explicit:
-            return cls(explicit)
-        named = env.workspace()
+        named = explicit or env.workspace()
         if named:
-            return cls(named)
+            ws = cls(named)
+            ws.refuse_seed()
+            return ws
         here = Path.cwd().resolve()
         for candidate in (here, *here.parents):
             if (candidate / DATA_DIR).is_dir():
                 return cls(candidate)
+            if (candidate / SEED_DIR).is_dir():
+                cls(candidate).refuse_seed()
         raise WorkspaceError(
             f"no workspace: no {DATA_DIR}/ in {here} or above it; run `chatbox init` or pass "
             "--workspace DIR")
@@ -87,14 +95,27 @@ class Workspace:
     def is_initialised(self) -> bool:
         return self.db_path.exists()
 
+    def is_seed(self) -> bool:
+        """The seed's workspace: its ``.agentchat/`` here, and no ``.chatbox/`` beside it."""
+        return (self.root / SEED_DIR).is_dir() and not self.data.is_dir()
+
+    def refuse_seed(self) -> None:
+        if self.is_seed():
+            raise WorkspaceError(
+                f"{self.root} is a workspace of the seed (AgentChat: {self.root / SEED_DIR}), "
+                f"not of ChatBox; run `chatbox init` there to start ChatBox beside it "
+                f"(nothing of {SEED_DIR}/ is imported)")
+
     def require_data_dir(self) -> None:
         """What a client needs: the data directory (tokens, bus sockets). The database is the
         broker's alone, and a sandboxed turn does not even see it."""
+        self.refuse_seed()
         if not self.data.is_dir():
             raise WorkspaceError(
                 f"{self.root} is not a chatbox workspace (no {self.data}); run `chatbox init`")
 
     def require_initialised(self) -> None:
+        self.refuse_seed()
         if not self.is_initialised():
             raise WorkspaceError(
                 f"{self.root} is not a chatbox workspace (no {self.db_path}); run `chatbox init`")

@@ -3,7 +3,9 @@
 ``Adapter.call(name, args)`` is the one entry: it takes the seed's legacy identity arguments
 off (tokens ignored unread, a foreign ``agent_name`` refused), validates the rest against the
 tool's schema, runs the tool, and returns a plain-JSON result — or raises ``ToolError`` with a
-code and a sentence. Refusals of the broker keep its code and sentence, with the field renamed to
+code and a sentence. Calls written for the seed get what its clients read: ``hello`` opens
+missing default channels (``#phase-*`` standing, others ad-hoc) where the caller may, ``listen``
+reads after ``max(since_id, ack)``, ``ack`` up to 0 answers the offset and changes nothing. Refusals of the broker keep its code and sentence, with the field renamed to
 the tool's argument. Blocking tools (``listen``, ``wait``) are bounded by ``timeout_ms``.
 
 Runs in worker threads: requests share one DEALER under a lock; events come from the EventHub.
@@ -22,14 +24,15 @@ from chatbox.bus.endpoints import Endpoints
 from chatbox.bus.errors import BusError, Refused, Unauthorized, Unreachable
 from chatbox.mcp import views
 from chatbox.mcp.events import EventHub
-from chatbox.mcp.tools import BY_NAME, TOOLSETS, ToolError, take_legacy, validate
+from chatbox.mcp.tools import (BY_NAME, INBOX_MAX_MSGS, LISTEN_MAX_MSGS, TOOLSETS, ToolError,
+                               take_legacy, validate)
 
 log = structlog.get_logger("mcp")
 
 ATTEMPT_TIMEOUT = 2.0   # one round trip to the broker
 REQUEST_DEADLINE = 4.0  # all retries of one request (a broker restart fits in it)
-DEFAULT_MAX_MSGS = 50
 MAX_PAGES = 10          # pages of one channel skimmed past the reader's own messages
+STANDING_PREFIX = "#phase-"  # default channels hello opens as standing (the seed's rule)
 
 
 class Adapter:
@@ -116,12 +119,14 @@ class Adapter:
                             f"{self.agent}, not {name!r}", "name")
         me = self._me()
         current = {s.channel for s in me.subscriptions}
+        created: list[str] = []
         refused = []
         for channel in dict.fromkeys(default_channels):
             if channel in current:
                 continue
             try:
-                self._call(wire.Subscribe(channel=channel))
+                if self._join(channel):
+                    created.append(channel)
                 current.add(channel)
             except Unauthorized:
                 raise
@@ -131,12 +136,36 @@ class Adapter:
         rooms = self._call(wire.Rooms()).channels
         out = {"status": "ok", "agent": self.agent, "role": self.role, "phase": phase,
                "state": me.state, "subscribed": sorted(current),
-               "unread": {c.name: c.unread for c in rooms if c.subscribed}}
+               "unread": {c.name: c.unread for c in rooms if c.subscribed},
+               "session_token": None}  # the seed's key: identity is this server's, not a token
         if self.turn is not None:
             out["turn"] = self.turn
+        if created:
+            out["created"] = created
         if refused:
             out["refused"] = refused
         return out
+
+    def _join(self, channel: str) -> bool:
+        """Subscribe to ``channel``, opening it first if it does not exist (``#phase-*`` as a
+        standing channel, which only a human may open; any other as ad-hoc). True if opened."""
+        try:
+            self._call(wire.Subscribe(channel=channel))
+            return False
+        except Refused as exc:
+            if exc.code != "not_found" or exc.field != "channel":
+                raise
+        kind = "standing" if channel.startswith(STANDING_PREFIX) else "adhoc"
+        opened = True
+        try:
+            self._call(wire.CreateChannel(name=channel, kind=kind,
+                                          topic=f"opened by {self.agent} at hello"))
+        except Refused as exc:
+            if exc.code != "conflict":  # a conflict: someone opened it meanwhile
+                raise
+            opened = False
+        self._call(wire.Subscribe(channel=channel))
+        return opened
 
     def _rooms(self) -> dict:
         return {"status": "ok",
@@ -203,11 +232,13 @@ class Adapter:
 
     def _resolve_message(self, message_id: int) -> dict:
         m = self._flag(message_id, "resolve")
-        return {"status": "ok", "message_id": m.seq, "message_status": m.status}
+        return {"status": "ok", "message_id": m.seq, "message_status": m.status,
+                "resolved": m.status == "resolved"}
 
     def _unresolve_message(self, message_id: int) -> dict:
         m = self._flag(message_id, "unresolve")
-        return {"status": "ok", "message_id": m.seq, "message_status": m.status}
+        return {"status": "ok", "message_id": m.seq, "message_status": m.status,
+                "resolved": m.status == "resolved"}
 
     def _approve(self, post_id: int, comment: str | None = None) -> dict:
         res = self._call(wire.Decide(seq=post_id, approve=True, reason=comment))
@@ -224,8 +255,8 @@ class Adapter:
     # ------------------------------------------------------------------ reading
     def _get_post(self, post_id: int) -> dict:
         thread = self._call(wire.GetPost(seq=post_id))
-        return {"status": "ok", "post": views.message(thread.post),
-                "replies": views.messages(thread.replies)}
+        return {"status": "ok", "post": views.in_thread(thread.post, root=True),
+                "replies": [views.in_thread(m) for m in thread.replies]}
 
     def _search(self, query: str, channel: str | None = None, limit: int = 20) -> dict:
         res = self._call(wire.Search(query=query, channel=channel, limit=limit))
@@ -233,10 +264,21 @@ class Adapter:
                 "count": len(res.messages)}
 
     def _ack(self, channel: str, up_to_id: int) -> dict:
+        if up_to_id == 0:  # the seed's "nothing yet": changes nothing, says where I am
+            return {"status": "ok", "channel": channel, "last_read_id": self._acked(channel)}
         res = self._call(wire.Ack(channel=channel, up_to=up_to_id))
         return {"status": "ok", "channel": res.channel, "last_read_id": res.last_read}
 
-    def _inbox(self, max_msgs: int = DEFAULT_MAX_MSGS) -> dict:
+    def _acked(self, channel: str) -> int:
+        """My offset in ``channel``, refused as the broker refuses an ack there."""
+        for sub in self._me().subscriptions:
+            if sub.channel == channel:
+                return sub.last_read
+        if any(c.name == channel for c in self._call(wire.Rooms()).channels):
+            raise ToolError("forbidden", f"not subscribed to {channel}", "channel")
+        raise ToolError("not_found", f"no channel {channel}", "channel")
+
+    def _inbox(self, max_msgs: int = INBOX_MAX_MSGS) -> dict:
         res = self._call(wire.Inbox(limit=max_msgs))
         return _inbox_result(res, self._views())
 
@@ -255,21 +297,19 @@ class Adapter:
         last = False
         while True:
             snap = self.events.snapshot(channels)
-            res = self._call(wire.Inbox(limit=DEFAULT_MAX_MSGS))
+            res = self._call(wire.Inbox(limit=INBOX_MAX_MSGS))
             if res.messages or last or time.monotonic() >= deadline:
                 return {**_inbox_result(res, views_of), "timed_out": not res.messages}
             log.debug("waiting", tool="wait", channels=channels)
             last = not self.events.wait_for(snap, deadline)  # timed out: one last look
 
     def _listen(self, channels: list[str], view: str, timeout_ms: int,
-                since_id: int | None = None, max_msgs: int = DEFAULT_MAX_MSGS) -> dict:
+                since_id: int = 0, max_msgs: int = LISTEN_MAX_MSGS) -> dict:
         channels = list(dict.fromkeys(channels))
         deadline = time.monotonic() + timeout_ms / 1000
-        if since_id is None:
-            acked = {s.channel: s.last_read for s in self._me().subscriptions}
-            since = {c: acked.get(c, 0) for c in channels}
-        else:
-            since = dict.fromkeys(channels, since_id)
+        acked = {s.channel: s.last_read for s in self._me().subscriptions}
+        # the seed's rule: what I acked is never returned again, whatever since_id says
+        since = {c: max(since_id, acked.get(c, 0)) for c in channels}
         self.events.ensure(channels)
         last = False
         while True:

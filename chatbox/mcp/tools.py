@@ -23,6 +23,8 @@ from chatbox.bus import wire
 MAX_TIMEOUT_MS = 60_000
 MAX_TEXT = wire.MAX_RESOLUTION  # a reason, a comment, a resolution
 MAX_CHANNELS = 64
+LISTEN_MAX_MSGS = 10  # the seed's default for listen
+INBOX_MAX_MSGS = 50   # inbox (ours) returns a turn's worth at once
 LEGACY_ARGS = ("agent_name", "session_token", "auth_token")
 
 # ------------------------------------------------------------------ argument types
@@ -75,9 +77,9 @@ class ListenArgs(_Args, kw_only=True):
     channels: Annotated[list[wire.ChannelName], Meta(min_length=1, max_length=MAX_CHANNELS)]
     view: View
     since_id: UnsetType | Annotated[int, Meta(
-        ge=0, description="Only messages after this id; default: after your last ack")] = UNSET
+        ge=0, description="Only messages after this id and after your last ack")] = UNSET
     timeout_ms: Timeout
-    max_msgs: UnsetType | wire.Limit = UNSET
+    max_msgs: Annotated[wire.Limit, Meta(description="Most messages returned")] = LISTEN_MAX_MSGS
 
 
 class SubscribeArgs(_Args):
@@ -115,11 +117,11 @@ class MessageIdArgs(_Args):
 
 class AckArgs(_Args):
     channel: wire.ChannelName
-    up_to_id: Id
+    up_to_id: Annotated[wire.Id, Meta(description="0 changes nothing and answers last_read_id")]
 
 
 class InboxArgs(_Args):
-    max_msgs: UnsetType | wire.Limit = UNSET
+    max_msgs: Annotated[wire.Limit, Meta(description="Most messages returned")] = INBOX_MAX_MSGS
 
 
 class WaitArgs(_Args):

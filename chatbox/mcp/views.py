@@ -1,7 +1,10 @@
 """How bus objects look in MCP tool results: plain JSON with the seed's field names.
 
 A message always has ``id`` (= ``seq``), ``channel``, ``author``, ``body`` (the seed's names) and
-ours beside them; optional fields appear only when set. Views trim a message for a reader who
+ours beside them; optional fields appear only when set. Where a seed client reads a field under
+another name, the seed's name is kept beside ours with the same value: a channel's
+``is_standing`` and ``description`` (``kind``, ``topic``), a thread's ``description``, ``ts``,
+``msg_type`` and ``closed_resolution``. Views trim a message for a reader who
 follows many channels: ``headlines`` (who and what, no body), ``digest`` (bodies cut to
 ``DIGEST_CHARS``), ``full``. Nothing here ever carries a token.
 """
@@ -73,9 +76,24 @@ def messages(msgs: list[wire.Message], view: str | dict[str, str] = "full") -> l
     return [message(m, view.get(m.channel, "full")) for m in msgs]
 
 
+def in_thread(m: wire.Message, *, root: bool = False) -> dict:
+    """A message of a thread (``get_post``), with the seed's names beside ours: ``ts`` (=
+    ``created_at``) and ``msg_type`` (the post's type, else the message's kind); the thread's
+    root also ``description`` (its body) and ``closed_resolution`` (its resolution once closed,
+    else null)."""
+    out = message(m)
+    out["ts"] = out["created_at"]
+    out["msg_type"] = m.type or m.kind
+    if root:
+        out["description"] = m.body
+        out["closed_resolution"] = m.resolution if m.status == "closed" else None
+    return out
+
+
 def channel(c: wire.ChannelInfo) -> dict:
     out = {"name": c.name, "topic": c.topic, "kind": c.kind, "subscribed": c.subscribed,
-           "unread": c.unread, "last_id": c.last_seq}
+           "unread": c.unread, "last_id": c.last_seq,
+           "description": c.topic, "is_standing": c.kind == "standing"}
     if c.subscribed:
         out["view"] = c.view
         out["wake"] = c.wake
