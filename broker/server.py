@@ -26,6 +26,7 @@ from chatbox.bus.endpoints import Endpoints, check, ipc_path
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.handlers import Handlers, _error, _salvage_rid, is_disk_full
 from chatbox.broker.messages import HeldMarks
+from chatbox.broker.sockwatch import SocketWatch
 from chatbox.runtime.signals import StopSignals
 
 log = structlog.get_logger("broker")
@@ -58,10 +59,10 @@ class Server:
         self._since_prune = PRUNE_EVERY  # prune once at the first batch
         self.held = HeldMarks()  # marks shown while the disk refused writes
         self._exits: list[str] = []  # supervisors gone, not yet recorded
+        self.sockwatch = SocketWatch([])  # the socket files, once bound
 
     def bind(self) -> None:
-        for endpoint, sock in ((self.endpoints.request, self.router),
-                               (self.endpoints.events, self.pub)):
+        for endpoint, sock in self._bound():
             check(endpoint)
             path = ipc_path(endpoint)
             if path is not None:
@@ -69,6 +70,28 @@ class Server:
             sock.bind(endpoint)
             if path is not None:
                 path.chmod(0o600)
+        self.sockwatch = SocketWatch([p for e, _ in self._bound() if (p := ipc_path(e))])
+
+    def _bound(self) -> list[tuple[str, zmq.Socket]]:
+        return [(self.endpoints.request, self.router), (self.endpoints.events, self.pub)]
+
+    def rebind_missing(self) -> None:
+        """Bind again each ipc endpoint whose socket file was removed while the broker ran, so
+        new clients reach it; the clients already connected keep their connections (the old
+        listener stays open, unreachable, until the broker stops)."""
+        gone = self.sockwatch.missing()
+        for endpoint, sock in self._bound():
+            path = ipc_path(endpoint)
+            if path not in gone:
+                continue
+            try:
+                sock.bind(endpoint)
+                path.chmod(0o600)
+            except (zmq.ZMQError, OSError) as exc:
+                log.error("socket_rebind_failed", path=str(path), error=str(exc))
+            else:
+                log.warning("socket_rebound", path=str(path),
+                            reason="its socket file was removed while the broker ran")
 
     # ------------------------------------------------------------------ signals
     def install_signals(self) -> None:
@@ -84,6 +107,9 @@ class Server:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.signals.fileno(), zmq.POLLIN)
+        removals = self.sockwatch.fileno()
+        if removals is not None:
+            poller.register(removals, zmq.POLLIN)
         liveness = self.handlers.dispatcher.liveness
         watched: set[int] = set()
         while not self.stopping:
@@ -93,6 +119,8 @@ class Server:
             ready = dict(poller.poll())
             if self.signals.fileno() in ready:
                 self.signals.drain()
+            if removals is None or removals in ready:
+                self.rebind_missing()
             exited = [fd for fd in watched if fd in ready]
             for fd in exited:
                 poller.unregister(fd)
@@ -205,6 +233,7 @@ class Server:
         self.requests_served += len(replies)
 
     def close(self) -> None:
+        self.sockwatch.close()
         self.signals.uninstall()
         self.signals.close()
         self.router.close(linger=0)
