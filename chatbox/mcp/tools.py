@@ -47,7 +47,8 @@ class HelloArgs(_Args):
     name: Annotated[str, Meta(description="Your agent name (must be yours)")]
     phase: Annotated[str, Meta(max_length=64,
                                description="Where you are, e.g. start, working, done")]
-    default_channels: Annotated[Channels, Meta(description="Channels to subscribe to")]
+    default_channels: Annotated[Channels, Meta(
+        description="Channels to subscribe to; a missing one is opened (#phase-*: standing)")]
 
 
 class ChatArgs(_Args):
@@ -186,8 +187,8 @@ class ToolSpec:
 _POST_FIELDS = {"seq": "post_id", "in_reply_to": "post_id"}
 
 TOOLS: tuple[ToolSpec, ...] = (
-    ToolSpec("hello", "Say who you are at the start of work and subscribe to your channels.",
-             HelloArgs, fields={"channel": "default_channels"}),
+    ToolSpec("hello", "Say who you are at the start of work and subscribe to your channels, "
+             "opening missing ones.", HelloArgs, fields={"channel": "default_channels"}),
     ToolSpec("chat", "Post a chat message to a channel.", ChatArgs),
     ToolSpec("start_post", "Open a thread: a titled post others reply to. Tier 2 needs a "
              "human's approval.", StartPostArgs, fields={"body": "description"}),
