@@ -3,10 +3,12 @@
 ``Adapter.call(name, args)`` is the one entry: it takes the seed's legacy identity arguments
 off (tokens ignored unread, a foreign ``agent_name`` refused), validates the rest against the
 tool's schema, runs the tool, and returns a plain-JSON result — or raises ``ToolError`` with a
-code and a sentence. Calls written for the seed get what its clients read: ``hello`` opens
-missing default channels (``#phase-*`` standing, others ad-hoc) where the caller may, ``listen``
-reads after ``max(since_id, ack)``, ``ack`` up to 0 answers the offset and changes nothing. Refusals of the broker keep its code and sentence, with the field renamed to
-the tool's argument. Blocking tools (``listen``, ``wait``) are bounded by ``timeout_ms``.
+code and a sentence. Refusals of the broker keep its code and sentence, with the field renamed
+to the tool's argument. Blocking tools (``listen``, ``wait``) are bounded by ``timeout_ms``.
+
+Calls written for the seed get what its clients read: ``hello`` opens missing default channels
+(``#phase-*`` standing, others ad-hoc) where the caller may, ``listen`` reads after
+``max(since_id, ack)``, and ``ack`` up to 0 changes nothing and answers the offset.
 
 Runs in worker threads: requests share one DEALER under a lock; events come from the EventHub.
 """
