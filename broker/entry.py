@@ -2,7 +2,8 @@
 
 Two client commands need the broker's own code, and reach it only through this module:
 ``chatbox init`` creates the database before any broker runs, and ``chatbox broker`` (like
-``chatbox demo``) runs one. Every other client speaks to the broker over the bus alone.
+``chatbox demo``) runs one. ``chatbox tail --trail`` reads the dispatch trail the broker writes,
+with the broker's own reader. Every other client speaks to the broker over the bus alone.
 
 The CLI imports this module at its top, so the arrow is plain to see; the broker's store and
 loop are loaded only when one of these functions is called, so ``chatbox post`` does not pay
@@ -11,10 +12,14 @@ for apsw and the dispatcher at every start (about 0.2 s here).
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from chatbox.broker.errors import BrokerError
 from chatbox.runtime.workspace import Workspace
 
-__all__ = ["BrokerError", "default_human", "init_workspace", "run"]
+__all__ = ["BrokerError", "default_human", "init_workspace", "parse_trail_line", "run",
+           "trail_path"]
 
 
 def default_human() -> str:
@@ -33,3 +38,15 @@ def run(argv: list[str]) -> int:
     """``broker`` with these arguments, in this process; its exit code."""
     from chatbox.broker import main
     return main.main(argv)
+
+
+def trail_path(ws: Workspace) -> Path:
+    """The workspace's dispatch trail, ``dispatch_comms.jsonl``."""
+    from chatbox.broker import trail
+    return trail.trail_path(ws.root)
+
+
+def parse_trail_line(line: bytes) -> dict[str, Any] | None:
+    """One whole line of the trail as its object; None for a torn or foreign line."""
+    from chatbox.broker import trail
+    return trail.parse_line(line)

@@ -2,6 +2,9 @@
 
 Under a service manager (systemd ``Type=notify``) it also says ``READY=1`` once it serves, after
 the "ready" line, and ``STOPPING=1`` as soon as a stop signal ends its loop.
+
+The dispatch trail (``dispatch_comms.jsonl``) catches up with the database before the broker
+serves and again when it stops, so a crash in between loses no line of it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from chatbox.broker.handlers import Handlers
 from chatbox.broker.lock import WorkspaceLock
 from chatbox.broker.server import Server
 from chatbox.broker.store import Store
+from chatbox.broker.trail import Trail, trail_path
 from chatbox.bus.errors import EndpointError
 from chatbox.runtime import __version__, startup
 from chatbox.runtime.config import ConfigError, ConfigSource
@@ -66,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
             ctx = Ctx(store.db, Principal("broker", "admin"), time.time())
             channels.create_standing(ctx)
             dispatcher.recover(ctx)  # the supervisors kept: still there? watched again
+        trail = Trail(trail_path(ws.root))
+        trail.catch_up(store.db)  # what a crash kept out of the trail; never fails the start
         source.on_error = lambda exc: log.error("config_rejected", error=str(exc))
         handlers = Handlers(store, ws, dispatcher, __version__, time.time())
         server = Server(handlers, ws.endpoints(config.bus.request, config.bus.events))
+        server.trail = trail  # the loop appends to it after each commit
         server.bind()
         server.install_signals()
     except (BrokerError, EndpointError, apsw.Error, OSError) as exc:
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             code = Exit.FAILED
         else:
             code = Exit.OK
+        trail.catch_up(store.db)
         store.close()
         lock.release()
         log.info("stopped", served=server.requests_served)
