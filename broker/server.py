@@ -26,6 +26,7 @@ from chatbox.bus.endpoints import Endpoints, check, ipc_path
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.handlers import Handlers, _error, _salvage_rid, is_disk_full
 from chatbox.broker.messages import HeldMarks
+from chatbox.broker.gate import Gate
 from chatbox.broker.sockwatch import SocketWatch
 from chatbox.runtime.signals import StopSignals
 
@@ -53,6 +54,8 @@ class Server:
         configure(self.pub, endpoints.events)
         self.router.maxmsgsize = wire.MAX_FRAME  # a larger frame: the peer is disconnected
         self.router.sndhwm = wire.MAX_QUEUED_REPLIES
+        Gate.prepare(self.router)
+        Gate.prepare(self.pub)
         self.pub.sndhwm = 100_000
         self.signals = StopSignals()
         self.requests_served = 0
@@ -60,6 +63,7 @@ class Server:
         self.held = HeldMarks()  # marks shown while the disk refused writes
         self._exits: list[str] = []  # supervisors gone, not yet recorded
         self.sockwatch = SocketWatch([])  # the socket files, once bound
+        self.gate: Gate | None = None  # refuses new connections near the descriptor limit
 
     def bind(self) -> None:
         for endpoint, sock in self._bound():
@@ -71,6 +75,7 @@ class Server:
             if path is not None:
                 path.chmod(0o600)
         self.sockwatch = SocketWatch([p for e, _ in self._bound() if (p := ipc_path(e))])
+        self.gate = Gate(self._bound())
 
     def _bound(self) -> list[tuple[str, zmq.Socket]]:
         return [(self.endpoints.request, self.router), (self.endpoints.events, self.pub)]
@@ -80,6 +85,8 @@ class Server:
         new clients reach it; the clients already connected keep their connections (the old
         listener stays open, unreachable, until the broker stops)."""
         gone = self.sockwatch.missing()
+        if self.gate is not None and self.gate.closed:
+            return  # moved aside by the gate itself
         for endpoint, sock in self._bound():
             path = ipc_path(endpoint)
             if path not in gone:
@@ -110,6 +117,8 @@ class Server:
         removals = self.sockwatch.fileno()
         if removals is not None:
             poller.register(removals, zmq.POLLIN)
+        for monitor in self.gate.monitors:
+            poller.register(monitor, zmq.POLLIN)
         liveness = self.handlers.dispatcher.liveness
         watched: set[int] = set()
         while not self.stopping:
@@ -119,6 +128,9 @@ class Server:
             ready = dict(poller.poll())
             if self.signals.fileno() in ready:
                 self.signals.drain()
+            for monitor in self.gate.monitors:
+                if monitor in ready:
+                    self.gate.on_events(monitor)
             if removals is None or removals in ready:
                 self.rebind_missing()
             exited = [fd for fd in watched if fd in ready]
@@ -234,6 +246,8 @@ class Server:
 
     def close(self) -> None:
         self.sockwatch.close()
+        if self.gate is not None:
+            self.gate.close()
         self.signals.uninstall()
         self.signals.close()
         self.router.close(linger=0)
