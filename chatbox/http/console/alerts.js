@@ -12,12 +12,6 @@ import { openThread } from './thread.js';
 
 let known = null; // seqs already seen waiting (null until the first load: no notification then)
 
-/** The seq a decision applies to: the pending post if there is one, else the escalation. */
-function decidable(item) {
-  for (const m of [item.post, item.message]) if (m && m.tier === 2 && m.status === 'pending') return m;
-  return null;
-}
-
 function evidence(item) {
   const ev = item.evidence;
   if (!ev || (Array.isArray(ev) && !ev.length)) return null;
@@ -44,20 +38,20 @@ function resumeButton(name) {
   }, { 'aria-label': `Resume agent ${name}` });
 }
 
+/** One waiting item: `message` (the escalation or the pending post), `post` (the seq to
+ * approve or deny), `about` (the message an escalation names), agent, chain, reason, evidence. */
 function card(item) {
-  const m = item.message || item.post;
-  const target = decidable(item);
-  const about = item.post && item.message && item.post.seq !== item.message.seq ? item.post : null;
+  const m = item.message;
   return h('li', { class: 'card alert', 'data-seq': m.seq },
     h('h3', {}, m.title || `#${m.seq}`),
     facts(item),
     evidence(item),
     h('ol', { class: 'messages' }, messageItem(m, { openThread, withChannel: true })),
-    about ? h('div', { class: 'about' }, h('h4', {}, 'About'),
-      h('ol', { class: 'messages' }, messageItem(about, { openThread, withChannel: true }))) : null,
     h('div', { class: 'actions' },
-      target && canDecide() ? decisionControls(target.seq) : null,
-      item.agent ? resumeButton(item.agent) : null));
+      canDecide() && item.post ? decisionControls(item.post) : null,
+      item.agent ? resumeButton(item.agent) : null,
+      item.about ? button(`Open #${item.about}`, () => openThread(item.about),
+        { 'aria-label': `Open the thread of #${item.about}, which this is about` }) : null));
 }
 
 export function renderAlerts() {
@@ -73,13 +67,12 @@ export function renderAlerts() {
 export async function loadAlerts() {
   const { escalations } = await get('/v1/escalations');
   state.escalations = escalations || [];
-  const seqs = state.escalations.map((e) => (e.message || e.post).seq);
+  const seqs = state.escalations.map((e) => e.message.seq);
   if (known !== null) {
-    for (const e of state.escalations) {
-      const m = e.message || e.post;
-      if (!known.has(m.seq) && decidable(e)) {
+    for (const { message: m, reason } of state.escalations) {
+      if (!known.has(m.seq)) {
         notify(`Approval waiting: ${m.title || `#${m.seq}`}`,
-          `${m.author} in ${m.channel}${e.reason ? ` — ${e.reason}` : ''}`, `chatbox-${m.seq}`);
+          `${m.author} in ${m.channel}${reason ? ` — ${reason}` : ''}`, `chatbox-${m.seq}`);
       }
     }
   }

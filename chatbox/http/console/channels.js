@@ -118,7 +118,7 @@ function composed(form) {
   const title = f.title.value.trim();
   const tier = Number(f.tier.value);
   if (!title && tier > 0) throw new Error('A tier above 0 is for a titled post: give it a title.');
-  if (!title && !body.trim()) throw new Error('Write a message first.');
+  if (!body.trim()) throw new Error('Write a message first (a titled post has a body too).');
   const out = { body };
   if (title) {
     out.title = title;

@@ -1,0 +1,90 @@
+"""Fixtures of the browser tests: one headless Chromium per run, and per test a fresh workspace
+with a broker, ``chatbox serve`` and a page that records every dialog and console error.
+
+Skipped, with the reason printed, only where Chromium or Playwright is not installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from chatbox.harness import Process
+from tests.browser.console import CHROMIUM, DESKTOP, missing, start_server
+from tests.fleet import Fleet
+
+
+@pytest.fixture(scope="session")
+def browser():
+    reason = missing()
+    if reason:
+        print(f"browser tests skipped: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Served:
+    """A running console: its fleet, its server process and its base URL."""
+
+    fleet: Fleet
+    server: Process
+    url: str
+
+
+@pytest.fixture
+def served():
+    fleet = Fleet()
+    server = None
+    try:
+        fleet.start_broker()
+        server, url = start_server(fleet)
+        yield Served(fleet, server, url)
+    finally:
+        if server is not None:
+            server.kill()
+        fleet.close()
+
+
+@dataclass
+class Watched:
+    """What a page did that no page of ours should: dialogs opened, console errors, page errors."""
+
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def context(browser):
+    ctx = browser.new_context(viewport=DESKTOP)
+    ctx.set_default_timeout(15_000)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def watched():
+    return Watched()
+
+
+@pytest.fixture
+def page(context, watched):
+    page = context.new_page()
+
+    def dialog(d):
+        watched.dialogs.append(f"{d.type}: {d.message}")
+        d.dismiss()
+
+    page.on("dialog", dialog)
+    page.on("console", lambda m: m.type == "error" and watched.errors.append(m.text))
+    page.on("pageerror", lambda exc: watched.errors.append(str(exc)))
+    return page
