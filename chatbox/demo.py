@@ -1,18 +1,23 @@
 """``chatbox demo``: a real multi-process conversation on a temporary workspace, then a clean stop.
 
-It starts a broker and two stub supervisors as separate processes, posts as the human, and shows
+It starts a broker, two stub supervisors and the web console (``chatbox serve``) as separate
+processes, prints the console's URL and the human's login token, posts as the human, and shows
 what happens as it happens — wakes, turns, replies — from the bus's own events. Act two posts a
 burst while an agent is busy: the burst causes exactly one follow-up turn, which handles it all.
+Run from a terminal (or with ``--hold``) it then keeps everything running for the console until
+Ctrl-C; otherwise it stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from chatbox import harness
@@ -54,16 +59,34 @@ class Demo:
     def say(self, who: str, text: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.2f}s] {who:<8} {text}", file=self.out, flush=True)
 
-    def spawn(self, name: str, argv: list[str]) -> None:
-        """Start ``argv`` through the process harness and wait for its "ready" line."""
+    def spawn(self, name: str, argv: list[str]) -> dict:
+        """Start ``argv`` through the process harness; return its "ready" line."""
         env = dict(os.environ, **{runtime_env.WORKSPACE: str(self.root)})
         proc = harness.Process(name, argv, log_path=self.logs / f"{name}.log", cwd=self.root,
                                env=env)
         self.procs.append(proc)
-        proc.wait_ready(20)
+        ready = proc.wait_ready(20)
         self.say(name, f"started (pid {proc.pid})")
+        return ready
 
-    def run(self) -> int:
+    def console(self, token: str, port: int) -> None:
+        """``chatbox serve`` on ``port`` (any free one if that is taken), checked with the
+        human's token, its URL and the token printed for a browser."""
+        argv = [sys.executable, "-m", "chatbox", "serve", "--port", str(port)]
+        try:
+            ready = self.spawn("console", argv)
+        except harness.Exited:
+            self.procs.pop()
+            ready = self.spawn("console", argv[:-1] + ["0"])
+        url = ready["url"]
+        req = urllib.request.Request(url + "v1/me", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as answer:
+            me = json.loads(answer.read())
+        self.say("console", f"{url}  (you are {me['name']}, {me['role']}; log in with the token "
+                 "below)")
+        self.say("console", f"token {token}")
+
+    def run(self, port: int = 8765) -> int:
         self.logs.mkdir()
         token = broker.init_workspace(self.ws, "you")
         self.ws.config_path.write_text(CONFIG, encoding="utf-8")
@@ -79,6 +102,7 @@ class Demo:
                          wire.agent_topic("scribe")])
         for agent in ("echo", "scribe"):
             self.spawn(agent, [sys.executable, "-m", "chatbox.supervisor", "--agent", agent])
+        self.console(token, port)
 
         self.say("demo", "— act one: a question for everyone —")
         admin.call(wire.Post(channel="#general", body="Morning! @scribe please take notes. "
@@ -138,11 +162,26 @@ class Demo:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="chatbox demo", description=__doc__.splitlines()[0])
     p.add_argument("--keep", action="store_true", help="keep the temporary workspace")
+    p.add_argument("--port", type=int, default=8765, help="the console's port (default 8765; "
+                   "any free one if it is taken)")
+    hold = p.add_mutually_exclusive_group()
+    hold.add_argument("--hold", action="store_true", default=None,
+                      help="keep running for the console until Ctrl-C (the default on a terminal)")
+    hold.add_argument("--no-hold", dest="hold", action="store_false")
     args = p.parse_args(argv)
+    if args.hold is None:
+        args.hold = sys.stdin.isatty() and sys.stdout.isatty()
     root = Path(tempfile.mkdtemp(prefix="cbx-demo-"))
     demo = Demo(root)
     try:
-        return demo.run()
+        code = demo.run(args.port)
+        if args.hold:
+            demo.say("demo", "the fleet keeps running for the console; Ctrl-C stops it")
+            try:
+                demo.procs[0].popen.wait()
+            except KeyboardInterrupt:
+                pass
+        return code
     except (RuntimeError, OSError) as exc:
         print(f"chatbox demo: {exc}", file=sys.stderr)
         for log in sorted((root / "logs").glob("*.log")):

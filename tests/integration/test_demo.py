@@ -24,4 +24,15 @@ def test_the_demo_shows_a_conversation_and_exits_cleanly():
     # ... is drained by one follow-up turn that acknowledges exactly those three
     assert re.search(rf"\] echo +↳ #\d+ \(re #{burst[-1]}\) #general: ack {' '.join(burst)}$",
                      out, re.M), out
-    assert out.count("stopped (exit 0)") == 3
+    assert out.count("stopped (exit 0)") == 4  # broker, two supervisors, the console
+
+
+def test_the_demo_starts_the_console_and_prints_its_url_and_a_login_token():
+    """The console is served during the demo: its URL answers the printed token as the human."""
+    done = subprocess.run([sys.executable, "-m", "chatbox", "demo", "--port", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    url = re.search(r"\] console +(http://127\.0\.0\.1:\d+/) +\(you are you, admin;", done.stdout)
+    assert url, done.stdout
+    assert re.search(r"\] console +token cbx_[\w-]{40,}$", done.stdout, re.M), done.stdout
