@@ -138,7 +138,7 @@ def cmd_agent_revoke(s: Session, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- channels
 
 def cmd_channel_create(s: Session, args: argparse.Namespace) -> int:
-    kind = "private" if args.private else "adhoc"
+    kind = "standing" if args.standing else ("private" if args.private else "adhoc")
     ch = s.client.call(wire.CreateChannel(name=args.channel, topic=args.topic, kind=kind)).channel
     print(json_line(plain(ch)) if args.json else f"created {channel_line(ch).lstrip('* ')}")
     return 0
@@ -199,7 +199,10 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     p = csub.add_parser("create", parents=[common], help="create a channel")
     p.add_argument("channel", metavar="CHANNEL", help="e.g. #design")
     p.add_argument("--topic", required=True, metavar="TEXT", help="what the channel is for")
-    p.add_argument("--private", action="store_true", help="for its members only")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--private", action="store_true", help="for its members only")
+    kind.add_argument("--standing", action="store_true",
+                      help="a standing channel (humans and admins only)")
     p.set_defaults(handler=cmd_channel_create)
     p = csub.add_parser("list", parents=[common], help="channels with unread counts")
     p.set_defaults(handler=cmd_channel_list)

@@ -380,6 +380,21 @@ def test_channel_create_needs_a_topic(fleet):
     assert (design["topic"], design["unread"]) == ("how it looks", 0)  # own post is not unread
 
 
+def test_a_human_creates_a_standing_channel_and_an_agent_may_not(fleet):
+    """`channel create --standing`: a standing channel, for humans and admins to make."""
+    fleet.add_agent("kimi")
+    denied = chatbox(fleet.ws, "channel", "create", "#phase-2", "--topic", "t", "--standing",
+                     "--as", "kimi")
+    assert denied.returncode == 1
+    assert "standing" in one_error_line(denied)
+    made = chatbox(fleet.ws, "channel", "create", "#phase-2", "--topic", "the second phase",
+                   "--standing", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json_lines(made.stdout)[0]["kind"] == "standing"
+    both = chatbox(fleet.ws, "channel", "create", "#x", "--topic", "t", "--standing", "--private")
+    assert both.returncode == 2
+
+
 def test_channel_list_counts_unread_messages(fleet):
     """DESIGN §6: `channel list` shows rooms with unread counts."""
     fleet.add_agent("kimi")
