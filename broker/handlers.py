@@ -225,8 +225,13 @@ class Handlers:
                     "there and send it again (reads are still answered)")
         return f"not stored: {exc}"
 
-    def on_supervisor_exit(self, sup: str, now: float) -> list[tuple[bytes, wire.Event]]:
-        """Record that supervisor ``sup`` exited (its pidfd became readable)."""
+    def on_supervisor_exit(self, fd: int, now: float) -> list[tuple[bytes, wire.Event]]:
+        """The pidfd ``fd`` became readable: record that its supervisor exited."""
+        sup = self.dispatcher.liveness.exited(fd)
+        return [] if sup is None else self.supervisor_gone(sup, now)
+
+    def supervisor_gone(self, sup: str, now: float) -> list[tuple[bytes, wire.Event]]:
+        """Record that supervisor ``sup`` exited: its turn, if any, is lost."""
         log.info("supervisor_exited", supervisor=sup)
         ctx = Ctx(self.db, Principal("broker", "admin"), now)
         self.dispatcher.on_supervisor_exit(ctx, sup)

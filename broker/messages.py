@@ -38,6 +38,28 @@ def get(ctx: Ctx, seq: int, field: str = "seq") -> wire.Message:
     return to_wire(row)
 
 
+#: The one refusal of a message the caller may not read, wherever it is: it names neither its
+#: channel nor its thread (seqs are global, so that the message exists tells nothing).
+NOT_YOURS = "#{seq} is in a channel you may not read (private, or read by humans only)"
+
+
+def in_view(ctx: Ctx, seq: int, field: str) -> tuple[wire.Message, wire.Message]:
+    """Message #``seq`` and the post of its thread, if the caller may see that thread: a human;
+    the post's author; else not in a humans-only channel (#alerts) nor in a members-only one
+    it is not in. Any other is refused with ``NOT_YOURS``, the same for all."""
+    msg = get(ctx, seq, field)
+    root = msg if msg.in_reply_to is None else get(ctx, msg.in_reply_to, field)
+    p = ctx.principal
+    if p.is_human or root.author == p.name:
+        return msg, root
+    kind = channels.get(ctx, root.channel)[2]
+    if root.channel in channels.HUMANS_ONLY or (
+            kind in channels.MEMBERS_ONLY
+            and channels.subscription(ctx, p.name, root.channel) is None):
+        raise Forbidden(NOT_YOURS.format(seq=seq), field=field)
+    return msg, root
+
+
 def clip_body(text: str) -> str:
     """Untrusted engine output made storable: no NUL, at most MAX_BODY bytes of UTF-8."""
     raw = text.replace("\x00", "").encode("utf-8", "replace")
@@ -76,7 +98,7 @@ def post(ctx: Ctx, req: wire.Post, *, kind: str | None = None, chain: int | None
     """Store one message and return it. Chain and hop are the caller's (the dispatcher's)."""
     parent = None
     if req.in_reply_to is not None:
-        parent = get(ctx, req.in_reply_to, "in_reply_to")
+        parent, _ = in_view(ctx, req.in_reply_to, "in_reply_to")
         if parent.in_reply_to is not None:
             raise Invalid(f"#{parent.seq} is itself a reply (to #{parent.in_reply_to}); replies "
                           f"are one level deep: reply to #{parent.in_reply_to}",
@@ -199,20 +221,14 @@ def offset_of(ctx: Ctx, who: str, channel: str) -> tuple[int, int]:
 
 def thread(ctx: Ctx, seq: int) -> wire.ThreadResult:
     """A post and its replies; any channel that is not private, as the seed intended."""
-    msg = get(ctx, seq, "post_id")
-    if msg.in_reply_to is not None:
-        msg = get(ctx, msg.in_reply_to, "post_id")
-    channels.require_visible(ctx, channels.get(ctx, msg.channel))
-    if msg.author != ctx.principal.name:  # an agent reads the decisions on its own escalation
-        channels.require_human_reader(ctx, msg.channel)
+    _, msg = in_view(ctx, seq, "post_id")  # an agent reads the decisions on its escalation
     replies = [to_wire(r) for r in ctx.db.execute(
         f"SELECT {COLUMNS} FROM messages WHERE in_reply_to = ? ORDER BY seq", (msg.seq,))]
     return wire.ThreadResult(post=msg, replies=replies)
 
 
 def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Message:
-    msg = get(ctx, seq, "post_id")
-    channels.require_visible(ctx, channels.get(ctx, msg.channel))
+    msg, _ = in_view(ctx, seq, "post_id")
     if msg.author != ctx.principal.name and not ctx.principal.is_human:
         raise Forbidden(f"#{seq} is {msg.author}'s: an agent may {action} only its own messages",
                         field="post_id")

@@ -177,7 +177,7 @@ class Server:
             with self.store.write():
                 self.held.apply(Ctx(self.store.db, BROKER, now))
                 for sup in exits:
-                    outbox.extend(self.handlers.on_supervisor_exit(sup, now))
+                    outbox.extend(self.handlers.supervisor_gone(sup, now))
                 while end < len(batch) and held < REPLY_BUDGET:
                     reply = self._answer(batch[end], now, outbox)
                     end += 1
