@@ -216,7 +216,7 @@ class Handlers:
             last_seq=self.db.execute("SELECT coalesce(max(seq), 0) FROM messages").get,
             channels=self.db.execute("SELECT count(*) FROM channels").get,
             principals=self.db.execute("SELECT count(*) FROM principals").get,
-            agents=agents.list_all(ctx))
+            agents=[agents.visible(ctx, a) for a in agents.list_all(ctx)])
 
     def not_stored(self, exc: BaseException) -> str:
         """The one line a write refused by the database gets (transient: it may land later)."""

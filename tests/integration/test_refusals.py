@@ -59,3 +59,16 @@ def test_what_the_caller_may_read_still_says_why(world):
     said = refusal(kim, wire.Post(in_reply_to=reply.seq, body="deeper"))
     assert f"is itself a reply (to #{own.seq})" in said
     assert kim.call(wire.GetPost(seq=own.seq)).post.seq == own.seq
+
+
+def test_status_shows_an_agent_no_more_of_the_others_than_the_roster_does(world, fleet):
+    """Another agent's offsets, supervisor, private channels and turn output are not in an
+    agent's status, as they are not in its roster."""
+    kim, _ = world
+    fleet.add_agent("bob", "#general", "#secret")
+    fleet.agent_client("bob").call(wire.Read(channel="#secret", since=0, limit=10))
+    assert fleet.agent("bob").offsets  # what a human sees
+    bob = {a.name: a for a in kim.call(wire.Status()).agents}["bob"]
+    assert bob.offsets == {} and bob.supervisor is None
+    assert [s.channel for s in bob.subscriptions] == ["#general"]
+    assert bob == {a.name: a for a in kim.call(wire.ListAgents()).agents}["bob"]
