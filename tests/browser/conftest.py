@@ -42,14 +42,14 @@ class Served:
 @pytest.fixture
 def served():
     fleet = Fleet()
-    server = None
+    running: Served | None = None
     try:
         fleet.start_broker()
-        server, url = start_server(fleet)
-        yield Served(fleet, server, url)
+        running = Served(fleet, *start_server(fleet))
+        yield running
     finally:
-        if server is not None:
-            server.kill()
+        if running is not None:
+            running.server.kill()  # the one running at the end (a test may have restarted it)
         fleet.close()
 
 

@@ -39,9 +39,10 @@ def stub_config(**agents: str) -> str:
     return "\n".join(out)
 
 
-def start_server(fleet: Fleet) -> tuple[Process, str]:
-    """``chatbox serve`` on a free port of 127.0.0.1, once it logged "ready"; its base URL."""
-    proc = fleet.spawn("serve", [sys.executable, "-m", "chatbox", "serve", "--port", "0"])
+def start_server(fleet: Fleet, port: int = 0, name: str = "serve") -> tuple[Process, str]:
+    """``chatbox serve`` on ``port`` of 127.0.0.1 (0: a free one), once it logged "ready";
+    its base URL."""
+    proc = fleet.spawn(name, [sys.executable, "-m", "chatbox", "serve", "--port", str(port)])
     try:
         ready = proc.wait_ready(30)
     except Exception:

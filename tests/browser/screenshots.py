@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                     page.get_by_role("button", name=f"Open the thread of #{seq}").click()
                     page.get_by_role("button", name=f"Approve #{seq}").wait_for()
                 page.evaluate("() => document.activeElement && document.activeElement.blur()")
+                page.mouse.move(viewport["width"] - 1, viewport["height"] - 1)
                 path = args.out / f"console-{name}.png"
                 page.screenshot(path=str(path))
                 print(f"wrote {path}")

@@ -11,7 +11,7 @@ import httpx
 from playwright.sync_api import expect
 
 from chatbox.bus import wire
-from tests.browser.console import PHONE, log_in, stub_config
+from tests.browser.console import PHONE, log_in, start_server, stub_config
 from tests.fleet import wait_for
 
 CONSOLE = Path(__file__).resolve().parents[2] / "chatbox" / "http" / "console"
@@ -275,6 +275,19 @@ def test_log_out_ends_the_session(served, page, context):
     page.reload()
     expect(page.get_by_label("Token")).to_be_visible()
     assert page.request.get(served.url + "/v1/me").status == 401
+
+
+def test_a_restarted_server_asks_to_log_in_again(served, page):
+    """Sessions live as long as the server: the page notices its stream refused and says so."""
+    log_in(page, served.url, served.fleet.admin_token)
+    expect(page.locator("#live")).to_have_text("live")
+    port = int(served.url.rsplit(":", 1)[1])
+    served.server.stop()
+    served.server, _ = start_server(served.fleet, port=port, name="serve-again")
+    expect(page.locator("#login-error")).to_have_text("Your session ended: log in again.",
+                                                      timeout=20_000)
+    log_in(page, served.url, served.fleet.admin_token)
+    expect(page.locator("#live")).to_have_text("live")
 
 
 def test_a_wrong_token_is_one_clear_line(served, page):

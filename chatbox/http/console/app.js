@@ -4,8 +4,10 @@
 
 import { alertsSaw, loadAlerts, refreshAlerts, resetAlerts, setupAlerts } from './alerts.js';
 import { api, get, post } from './api.js';
-import { channelSaw, loadRooms, openChannel, setupChannels } from './channels.js';
-import { byId, fill, guard, say } from './dom.js';
+import {
+  channelSaw, loadRooms, openChannel, resetChannels, resync, setupChannels,
+} from './channels.js';
+import { byId, fill, guard, h, say } from './dom.js';
 import { connect, disconnect } from './live.js';
 import { setupNotify } from './notify.js';
 import { agentSaw, loadAgents, setupRoster } from './roster.js';
@@ -25,25 +27,40 @@ function onMessage(m) {
   alertsSaw(m);
 }
 
+let opened = false;
+/** A reconnection after a drop: what the missed agent events changed is loaded again. */
+function onOpen() {
+  if (opened) {
+    loadAgents().catch(() => {});
+    refreshAlerts();
+    resync().catch(() => {});
+  }
+  opened = true;
+}
+
+const LIVE = { onMessage, onAgent: agentSaw, onOpen, onClosed: () => onClosed() };
+
 async function onClosed() {
   try {
     await get('/v1/me');
   } catch (err) {
     if (err.status === 401) return loggedOut('Your session ended: log in again.');
   }
-  setTimeout(() => state.me && connect({ onMessage, onAgent: agentSaw, onClosed }), 3000);
+  setTimeout(() => state.me && connect(LIVE), 3000);
 }
 
 async function start(me) {
   state.me = me;
-  byId('me').textContent = `${me.name} (${me.role})`;
+  fill(byId('me'), me.name, h('span', { class: 'role' }, ` (${me.role})`));
   signedIn(true);
-  connect({ onMessage, onAgent: agentSaw, onClosed });
+  opened = false;
+  connect(LIVE);
   await Promise.all([loadRooms(), loadAgents(), loadAlerts()]);
   const first = state.rooms.has('#general') ? '#general' : [...state.rooms.keys()][0];
   if (first) await openChannel(first, { focus: false });
   else showView('channels', { focus: false });
-  byId('main').focus();
+  // the login form is gone: focus goes to the content, unless the person already moved it
+  if (!document.activeElement || document.activeElement === document.body) byId('main').focus();
 }
 
 function loggedOut(message = '') {
@@ -53,6 +70,7 @@ function loggedOut(message = '') {
   state.rooms = new Map();
   state.agents = new Map();
   resetAlerts();
+  resetChannels();
   closeThread();
   for (const id of ['channel-list', 'messages', 'alert-list', 'agent-list', 'search-results']) {
     fill(byId(id));

@@ -10,6 +10,7 @@ import { openThread } from './thread.js';
 
 const PAGE = 200;
 let readTo = 0; // the newest seq of the open channel read from the server (so delivered)
+const acked = new Map(); // channel -> the seq this page acked it up to
 
 function roomItem(room) {
   const current = room.name === state.channel;
@@ -24,7 +25,12 @@ function roomItem(room) {
 }
 
 export function renderRooms() {
-  fill(byId('channel-list'), [...state.rooms.values()].map(roomItem));
+  const list = byId('channel-list');
+  fill(list, [...state.rooms.values()].map(roomItem));
+  const current = list.querySelector('[aria-current="true"]');
+  if (current && list.scrollWidth > list.clientWidth) {
+    list.scrollLeft = current.offsetLeft - list.offsetLeft - 8; // the strip at a phone's width
+  }
 }
 
 export async function loadRooms() {
@@ -62,11 +68,11 @@ async function catchUp() {
 
 /** Ack up to what was read from the server (a message only seen live is not yet delivered). */
 async function markRead(channel) {
-  const room = state.rooms.get(channel);
-  if (readTo > 0 && room && readTo > (room.acked || 0)) {
+  if (readTo > (acked.get(channel) || 0)) {
     await post('/v1/ack', { channel, up_to: readTo });
-    room.acked = readTo;
+    acked.set(channel, readTo);
   }
+  const room = state.rooms.get(channel);
   if (room && room.unread) {
     room.unread = 0;
     renderRooms();
@@ -88,6 +94,19 @@ export async function openChannel(name, { focus = true } = {}) {
   } catch (err) {
     say(`Could not read ${name}: ${err.message}`, 'error');
   }
+}
+
+/** Forget what this page read and acked (a log-out: the next principal has its own). */
+export function resetChannels() {
+  acked.clear();
+  readTo = 0;
+}
+
+/** After the stream was down: the counts and the open channel read again from the server. */
+export async function resync() {
+  const open = state.channel;
+  await loadRooms();
+  if (open && open === state.channel) await catchUp();
 }
 
 let pending = null;

@@ -60,6 +60,7 @@ export function button(label, action, attrs = {}) {
 
 /** Run `action` with `control` disabled; a failure is one line in the status bar. */
 export async function guard(control, action) {
+  if (control.disabled) return; // already running (a second Enter, a double click)
   control.disabled = true;
   try {
     await action();

@@ -19,12 +19,19 @@ function mark(text) {
   byId('live').dataset.state = text;
 }
 
-/** Open the stream; `onMessage(message)`, `onAgent(event)`, `onClosed()` when it gives up. */
-export function connect({ onMessage, onAgent, onClosed }) {
+/**
+ * Open the stream: `onMessage(message)`, `onAgent(event)`; `onOpen()` on every (re)connection
+ * (agent events are not replayed: reload what they would have changed); `onClosed()` when the
+ * browser gives up (the session ended, or the server is gone).
+ */
+export function connect({ onMessage, onAgent, onOpen, onClosed }) {
   disconnect();
   source = new EventSource('/v1/events');
   mark('connecting');
-  source.addEventListener('open', () => mark('live'));
+  source.addEventListener('open', () => {
+    mark('live');
+    onOpen();
+  });
   source.addEventListener('message', (e) => {
     const data = parse(e);
     const m = data && (data.message || data);
