@@ -25,8 +25,9 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import msgspec
 import structlog
 
 from chatbox.bus import wire
@@ -37,15 +38,21 @@ TRAIL_FILE = "dispatch_comms.jsonl"
 DISPATCH = "#dispatch"
 CHUNK = 500  # messages read from the database per append while catching up
 _TAIL_BLOCK = 64 * 1024
+_json = msgspec.json.Encoder()
 
 _FIELDS = ("seq", "channel", "author", "kind", "title", "type", "tier", "in_reply_to", "chain",
            "hop", "turn", "body", "created_at")
+_COLS = ", ".join(f"m.{f}" for f in _FIELDS) + ", a.seq, a.approve, a.decided_by, a.reason"
+# Two indexed halves, so a catch-up costs what it appends, not the messages in between:
+# #dispatch by messages_channel, decisions by the approvals table (one row per decision).
 _SELECT = (
-    "SELECT " + ", ".join(f"m.{f}" for f in _FIELDS) + ", a.seq, a.approve, a.decided_by, "
-    "a.reason FROM messages m JOIN channels c ON c.name = m.channel "
-    "LEFT JOIN approvals a ON a.decision_seq = m.seq "
-    "WHERE m.seq > ? AND (m.channel = ? OR (m.kind = 'decision' AND "
-    "c.kind NOT IN ('private', 'canary'))) ORDER BY m.seq LIMIT ?")
+    f"SELECT {_COLS} FROM messages m "
+    "LEFT JOIN approvals a ON a.seq = m.in_reply_to AND a.decision_seq = m.seq "
+    "WHERE m.channel = :dispatch AND m.seq > :after "
+    f"UNION ALL SELECT {_COLS} FROM approvals a JOIN messages m ON m.seq = a.decision_seq "
+    "JOIN channels c ON c.name = m.channel WHERE a.decision_seq > :after "
+    "AND m.channel != :dispatch AND c.kind NOT IN ('private', 'canary') "
+    "ORDER BY 1 LIMIT :limit")
 
 
 def trail_path(workspace_root: Path) -> Path:
@@ -66,8 +73,9 @@ def entry(row: tuple) -> dict[str, Any]:
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """One line: ASCII JSON (no raw newline or separator can split it) and its newline."""
-    return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode("ascii") + b"\n"
+    """One line: compact JSON (every newline and control character in a text escaped, so
+    nothing splits it) and its newline."""
+    return _json.encode(obj) + b"\n"
 
 
 def parse_line(line: bytes) -> dict[str, Any] | None:
@@ -135,17 +143,20 @@ class Trail:
         appended = 0
         try:
             if self.last is None:
+                self._open().close()  # there from the start (0600): a sandbox can bind it read-only
                 self.last = last_seq(self.path)
                 newest = db.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
                 if newest < self.last:  # a database older than its trail (a restored backup)
                     log.warning("trail_ahead", path=str(self.path), trail_seq=self.last,
                                 db_seq=newest)
             while True:
-                rows = db.execute(_SELECT, (self.last, DISPATCH, CHUNK)).fetchall()
-                if not rows:
+                rows = db.execute(_SELECT, {"dispatch": DISPATCH, "after": self.last,
+                                           "limit": CHUNK}).fetchall()
+                if rows:
+                    self._append([entry(r) for r in rows])
+                    appended += len(rows)
+                if len(rows) < CHUNK:
                     return appended
-                self._append([entry(r) for r in rows])
-                appended += len(rows)
         except OSError as exc:
             self.last = None  # part may be on file: the next catch-up reads where it ended
             log.error("trail_failed", path=str(self.path), error=exc.strerror or str(exc))
@@ -160,14 +171,16 @@ class Trail:
 
     def _append(self, objs: list[dict[str, Any]]) -> None:
         data = b"".join(encode(o) for o in objs)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
+        with self._open() as fh:
+            fd = fh.fileno()
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # a torn last line, ended here: ours start fresh
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
         self.last = objs[-1]["seq"]
+
+    def _open(self) -> IO[bytes]:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return os.fdopen(fd, "rb+", buffering=0)

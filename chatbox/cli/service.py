@@ -24,6 +24,7 @@ from pathlib import Path
 from chatbox.bus.bounds import NAME_RE
 from chatbox.runtime import startup
 from chatbox.runtime.exits import Exit
+from chatbox.runtime.workspace import Workspace
 
 PROG = "chatbox service"
 MARKER = "# chatbox-workspace: "
@@ -140,7 +141,7 @@ def broker_unit(t: Target) -> str:
         "After=network.target",
         "",
         "[Service]",
-        "# READY=1 once it serves (after its \"ready\" log line), STOPPING=1 when a stop signal ends it",
+        "# READY=1 once it serves (after its \"ready\" log line), STOPPING=1 when it stops",
         "Type=notify",
         "NotifyAccess=main",
         *_service_common(t),
@@ -178,7 +179,7 @@ def supervisor_unit(t: Target) -> str:
         "# the engines' CLIs (claude, codex, gemini, kimi) are looked up here: add their directory",
         f"Environment={_word('PATH=' + path)}",
         f"ExecStart={_executable(t, 'supervisor', 'chatbox.supervisor')} --agent %i",
-        "# The first SIGINT finishes (or caps) the running turn and reports it; allow a turn's length.",
+        "# The first SIGINT finishes (or caps) the running turn and reports it: allow a turn.",
         "KillSignal=SIGINT",
         "TimeoutStopSec=660",
         "# A turn's children die with the supervisor (its PID namespace); also clean the cgroup.",
@@ -265,12 +266,12 @@ def _check_path(what: str, path: Path) -> None:
                       "file cannot carry")
 
 
-def _check_agents(ws_agents: Path, names: list[str]) -> None:
+def _check_agents(ws: Workspace, names: list[str]) -> None:
     for name in names:
         if not NAME_RE.fullmatch(name):
             raise BadArgument(f"agent name {name!r} is invalid: lowercase letters, digits and "
                           "'_.-', at most 64, starting with a letter or digit")
-        if not (ws_agents / f"{name}.token").exists():
+        if not ws.agent_token_path(name).exists():
             raise Refused(f"no agent {name!r} in this workspace; add it first with "
                           f"`chatbox agent add {name}`")
 
@@ -313,7 +314,7 @@ def target_for(args: argparse.Namespace) -> Target:
     user_mode = (os.geteuid() != 0) if args.user_mode is None else args.user_mode
     if args.prefix is not None and not NAME_RE.fullmatch(args.prefix):
         raise BadArgument(f"prefix {args.prefix!r} is invalid: a name like the agents' names")
-    _check_agents(ws.data / "agents", args.agent)
+    _check_agents(ws, args.agent)
     python = Path(os.path.abspath(sys.executable))  # not resolved: a venv's is a symlink
     bin_dir = python.parent
     for what, path in (("workspace", ws.root), ("environment", bin_dir)):

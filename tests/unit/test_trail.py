@@ -71,7 +71,13 @@ def test_a_private_channels_decisions_stay_in_the_database(hub) -> None:
     t = _trail(hub)
     secret = _post(hub, t, "#board", "merge the two?", kim, kind="post", title="Merge", tier=2)
     _decide(hub, t, secret.seq, False, "the other party must not know")
-    assert not t.path.exists() or _seqs(hub) == []
+    assert _seqs(hub) == []
+
+
+def test_the_trail_exists_from_the_first_catch_up(hub) -> None:
+    t = _trail(hub)
+    assert t.catch_up(hub.store.db) == 0
+    assert t.path.read_bytes() == b"" and (t.path.stat().st_mode & 0o777) == 0o600
 
 
 def test_catch_up_appends_what_a_crash_kept_out_and_nothing_twice(hub) -> None:
@@ -119,7 +125,7 @@ def test_a_last_line_missing_only_its_newline_is_not_written_twice(hub) -> None:
 
 def test_last_seq_reads_back_across_blocks_past_a_long_torn_line(hub) -> None:
     t = _trail(hub)
-    big = "é" * 20_000  # \u00e9 on file: each line longer than the block read back at once
+    big = "\x01" * 20_000  # \u0001 on file: each line longer than the block read back at once
     seqs = [_post(hub, t, "#dispatch", f"{i} {big}").seq for i in range(3)]
     data = t.path.read_bytes()
     last_line = len(data.splitlines()[-1]) + 1
