@@ -30,12 +30,14 @@ def missing() -> str | None:
     return None
 
 
-def stub_config(**agents: str) -> str:
-    """chatbox.toml with one stub agent per keyword: name=behaviour."""
+def stub_config(gated: tuple[str, ...] = (), **agents: str) -> str:
+    """chatbox.toml with one stub agent per keyword: name=behaviour. The ``gated`` agents pass
+    ``CHATBOX_STUB_GATE`` to their turns: each waits at ``Fleet.gate()``."""
     out = ["[limits]", "kill_grace_seconds = 0.5", ""]
     for name, behaviour in agents.items():
         out += [f"[agents.{name}]", 'engine = "stub"', f'stub = {{ behaviour = "{behaviour}" }}',
-                "limits = { max_turn_seconds = 30.0 }", ""]
+                "limits = { max_turn_seconds = 30.0 }"]
+        out += ['env = ["CHATBOX_STUB_GATE"]', ""] if name in gated else [""]
     return "\n".join(out)
 
 

@@ -120,6 +120,41 @@ def test_resume_a_paused_agent_from_the_roster(served, page):
     assert fleet.agent("napper").paused
 
 
+def test_the_roster_follows_an_agents_state_live(served, page):
+    """WAKING/BUSY while a turn runs (held at a gate), ASLEEP with its last turn once it ends,
+    each shown from the event stream without a reload."""
+    fleet = served.fleet
+    fleet.write_config(stub_config(gated=("slow",), slow="reply"))
+    fleet.add_agent("slow", "#general")
+    gate, env = fleet.gate()
+    fleet.start_supervisor("slow", env=env)
+    log_in(page, served.url, fleet.admin_token)
+    page.get_by_role("button", name="Agents").click()
+    card = page.locator("#agent-list > li[data-agent=slow]")
+    expect(card.locator(".state")).to_have_text("ASLEEP")
+    expect(card).to_contain_text("No turn yet.")
+    fleet.post("#general", "take your time")
+    expect(card.locator(".state")).to_have_text("BUSY")
+    gate.open()
+    expect(card.locator(".state")).to_have_text("ASLEEP")
+    expect(card).to_contain_text(re.compile(r"Last turn#1: ok"))
+    expect(card).to_contain_text("ack")
+
+
+def test_an_agent_logged_in_sees_no_decision_buttons(served, page):
+    fleet = served.fleet
+    fleet.add_agent("kim", "#general", wake="none")
+    fleet.add_agent("ann", "#general", wake="none")
+    fleet.agent_client("kim").call(wire.Post(channel="#general", kind="post", title="Mine",
+                                             body="approve me", tier=2))
+    log_in(page, served.url, fleet.ws.read_token(fleet.ws.agent_token_path("ann")))
+    expect(page.locator("#me")).to_contain_text("ann")
+    expect(messages(page).filter(has_text="approve me")).to_have_count(1)
+    page.get_by_role("button", name=re.compile("^Open the thread")).click()
+    expect(page.locator("#thread-root")).to_contain_text("approve me")
+    expect(page.get_by_role("button", name=re.compile("^Approve"))).to_have_count(0)
+
+
 def test_markup_from_an_agent_shows_as_text_and_runs_nothing(served, page, watched):
     fleet = served.fleet
     fleet.client().call(wire.CreateChannel(name="#lab", topic=XSS))
