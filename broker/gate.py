@@ -55,8 +55,9 @@ class Gate:
     def __init__(self, bound: list[tuple[str, zmq.Socket]]):
         self.limit = descriptor_limit()
         self.reserve = max(MIN_RESERVE, self.limit // 8)
-        self.paths = [p for endpoint, _ in bound if (p := ipc_path(endpoint)) is not None]
-        self.monitors = [sock.get_monitor_socket(EVENTS) for _, sock in bound]
+        ipc = [(path, sock) for endpoint, sock in bound if (path := ipc_path(endpoint))]
+        self.paths = [path for path, _ in ipc]
+        self.monitors = [sock.get_monitor_socket(EVENTS) for _, sock in ipc]
         self.closed = False
 
     @staticmethod
