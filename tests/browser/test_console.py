@@ -97,6 +97,24 @@ def test_denying_needs_a_reason_and_records_it(served, page):
     assert any("not on a Friday" in (m.body or "") for m in thread.replies)
 
 
+def test_an_escalation_shows_its_evidence_and_resumes_its_agent(served, page):
+    """A give-up pauses the agent and escalates: the alert names the agent, the chain, the
+    reason and the evidence, and resumes the agent from there."""
+    fleet = served.fleet
+    start_agents(fleet, wake="mentions", quitter="give-up")
+    log_in(page, served.url, fleet.admin_token)
+    start = fleet.post("#general", "@quitter please fix the build")
+    expect(page.locator("#alerts-count")).to_have_text("1", timeout=20_000)
+    page.get_by_role("button", name=re.compile("^Alerts")).click()
+    card = page.locator("#alert-list > li")
+    expect(card.locator(".facts")).to_contain_text("Agentquitter")
+    expect(card.locator(".facts")).to_contain_text(f"Chain#{start.chain}")
+    expect(card.locator(".evidence")).to_contain_text("I give up")
+    card.get_by_role("button", name="Resume agent quitter").click()
+    wait_for(lambda: not fleet.agent("quitter").paused, what="quitter resumed")
+    expect(card.get_by_role("button", name="Resume agent quitter")).to_have_count(0)
+
+
 def test_resume_a_paused_agent_from_the_roster(served, page):
     fleet = served.fleet
     start_agents(fleet, wake="all", napper="reply")
