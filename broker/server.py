@@ -179,8 +179,8 @@ class Server:
                 for sup in exits:
                     outbox.extend(self.handlers.supervisor_gone(sup, now))
                 while end < len(batch) and held < REPLY_BUDGET:
-                    reply = self._answer(batch[end], now, outbox)
-                    end += 1
+                    end += 1  # first: a request that ends the transaction is in this group
+                    reply = self._answer(batch[end - 1], now, outbox)
                     if reply is not None:
                         replies.append(reply)
                         held += len(reply[2])
