@@ -62,6 +62,7 @@ class Server:
         self._since_prune = PRUNE_EVERY  # prune once at the first batch
         self.held = HeldMarks()  # marks shown while the disk refused writes
         self._exits: list[str] = []  # supervisors gone, not yet recorded
+        self._failed = 0  # groups whose commit failed since the last that succeeded
         self.sockwatch = SocketWatch([])  # the socket files, once bound
         self.gate: Gate | None = None  # refuses new connections near the descriptor limit
 
@@ -190,12 +191,17 @@ class Server:
                     self._since_prune = 0
                     self.store.prune_requests(now)
         except apsw.Error as exc:
-            log.error("commit_failed", error=str(exc), disk_full=is_disk_full(exc),
-                      data=str(self.store.path.parent))
+            if not self._failed:  # once per run of failures: a full disk is retried often
+                log.error("commit_failed", error=str(exc), disk_full=is_disk_full(exc),
+                          data=str(self.store.path.parent))
+            self._failed += 1
             self._exits = exits + self._exits  # recorded at the next commit that succeeds
             replies, outbox = self._unstored(batch[start:end], self.handlers.not_stored(exc))
         else:
             self.held.clear()
+            if self._failed:
+                log.info("commit_recovered", failed=self._failed)
+                self._failed = 0
         self._send(replies, outbox)
         return end
 

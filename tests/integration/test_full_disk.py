@@ -41,6 +41,8 @@ def test_reads_are_answered_while_the_disk_is_full_and_their_marks_kept(small_di
 
     filler.unlink()  # space returns: the next commit writes what the reads delivered
     assert fleet.post("#general", "room again").seq
+    assert fleet.broker.wait_log("commit_recovered")["failed"] >= 2
+    assert len([e for e in fleet.broker.log_events() if e.get("event") == "commit_failed"]) == 1
     assert fleet.stop_broker() == 0
     fleet.start_broker()
     reader = fleet.agent_client("reader")
