@@ -30,6 +30,7 @@ PROG = "chatbox service"
 MARKER = "# chatbox-workspace: "
 SYSTEM_DIR = Path("/etc/systemd/system")
 _PLAIN = re.compile(r"[A-Za-z0-9/_.,:@+=-]+")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")  # a user name, or a numeric id
 
 
 class Refused(Exception):
@@ -315,6 +316,8 @@ def target_for(args: argparse.Namespace) -> Target:
     if args.prefix is not None and not NAME_RE.fullmatch(args.prefix):
         raise BadArgument(f"prefix {args.prefix!r} is invalid: a name like the agents' names")
     _check_agents(ws, args.agent)
+    if args.run_as is not None and not _USER.fullmatch(args.run_as):
+        raise BadArgument(f"--run-as {args.run_as!r} is not a user name")
     python = Path(os.path.abspath(sys.executable))  # not resolved: a venv's is a symlink
     bin_dir = python.parent
     for what, path in (("workspace", ws.root), ("environment", bin_dir)):

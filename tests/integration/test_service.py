@@ -196,6 +196,8 @@ def test_install_refuses_in_one_line_and_writes_nothing(bare_fleet: Fleet) -> No
                       "'Bad Name'", "invalid")
     _one_line_refusal(install(f.ws, "--agent", "ghost", "--unit-dir", str(unit_dir)), 1,
                       "no agent 'ghost'")
+    _one_line_refusal(install(f.ws, "--system", "--run-as", "me\nExecStartPre=/bin/sh",
+                              "--unit-dir", str(unit_dir)), 2, "not a user name")
     nowhere = Workspace(f.root / "not-a-workspace")
     nowhere.root.mkdir()
     _one_line_refusal(install(nowhere, "--unit-dir", str(unit_dir)), 1,
