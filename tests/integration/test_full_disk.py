@@ -10,7 +10,10 @@ import pytest
 
 from chatbox.bus import wire
 from chatbox.bus.errors import Transient
-from tests.integration.test_faults import CONFIG, fill, small_disk  # noqa: F401 (a fixture)
+from tests.integration import test_faults
+from tests.integration.test_faults import CONFIG, fill
+
+small_disk = test_faults.small_disk  # the fixture: an 8 MiB tmpfs data directory
 
 
 def test_reads_are_answered_while_the_disk_is_full_and_their_marks_kept(small_disk):
