@@ -26,6 +26,7 @@ export async function api(method, path, body) {
   }
   const type = res.headers.get('Content-Type') || '';
   const data = type.includes('json') ? await res.json().catch(() => null) : null;
+  if (res.status === 401) document.dispatchEvent(new CustomEvent('chatbox:unauthorized'));
   if (!res.ok) throw new ApiError(res.status, data);
   return data;
 }

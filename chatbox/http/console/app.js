@@ -12,7 +12,7 @@ import { connect, disconnect } from './live.js';
 import { setupNotify } from './notify.js';
 import { agentSaw, loadAgents, setupRoster } from './roster.js';
 import { setupSearch } from './search.js';
-import { showView, state } from './state.js';
+import { on, showView, state } from './state.js';
 import { closeThread, setupThread, threadSaw } from './thread.js';
 
 const SIGNED_IN = ['nav', 'search-form', 'who'];
@@ -101,9 +101,18 @@ function setupLogin() {
     });
   });
   byId('logout').addEventListener('click', () => guard(byId('logout'), async () => {
+    state.me = null; // what is still in flight may be refused now: that is no news
+    disconnect();
     await api('DELETE', '/v1/session').catch(() => {});
     loggedOut();
   }));
+}
+
+/** Any request refused for want of a session, once logged in: the session has ended. */
+function setupExpiry() {
+  on('unauthorized', () => {
+    if (state.me) loggedOut('Your session ended: log in again.');
+  });
 }
 
 function setupNav() {
@@ -120,6 +129,7 @@ function setupNav() {
 
 async function boot() {
   setupLogin();
+  setupExpiry();
   setupNav();
   setupChannels();
   setupThread();

@@ -63,7 +63,7 @@ async function catchUp() {
     for (const m of page.messages) readTo = Math.max(readTo, m.seq);
     more = !!page.more && page.messages.length > 0;
   }
-  await markRead(channel);
+  if (channel === state.channel) await markRead(channel);
 }
 
 /** Ack up to what was read from the server (a message only seen live is not yet delivered). */
