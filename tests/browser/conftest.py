@@ -21,7 +21,8 @@ def browser():
     if reason:
         print(f"browser tests skipped: {reason}")
         pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+    expect.set_options(timeout=15_000)  # a bound, not a pace: the machine may be busy
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True)
         try:
