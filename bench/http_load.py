@@ -7,6 +7,8 @@ processes; every client in processes of its own (spawned), so the client is not 
     bus        --bus-clients processes, a BusClient each, sequential posts for --seconds
     http       --clients keep-alive HTTP clients (threads over --procs processes), sequential
                POST /v1/channels/%23bench/messages for --seconds: posts/s, latency
+    ceiling    the same clients against a bare Starlette hello-world on the same uvicorn: what
+               the HTTP stack alone allows on this machine
     fan-out    --streams open GET /v1/events streams (one asyncio process); --rounds times one
                post through the bus: per stream the time from the post's reply (the commit is
                before it) to that stream's `message` event, and per round to the last stream
@@ -54,26 +56,29 @@ def rss_kib(pid: int) -> int:
 # ---------------------------------------------------------------------------- http posts
 
 def _http_thread(port: int, token: str, worker: int, seconds: float, start_at: float,
-                 out: list) -> None:
+                 out: list, method: str = "POST", path: str = PATH, expect: int = 201) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     lat, done, errors = array("d"), array("d"), 0
+    def body(text: str) -> str | None:
+        return json.dumps({"body": text}) if method == "POST" else None
+
     for i in range(5):  # warm the connection and the server's client pool
-        conn.request("POST", PATH, json.dumps({"body": f"warm {worker} {i}"}), headers)
+        conn.request(method, path, body(f"warm {worker} {i}"), headers)
         conn.getresponse().read()
     while time.monotonic() < start_at:
         time.sleep(0.001)
     deadline = start_at + seconds
     i = 0
     while time.monotonic() < deadline:
-        body = json.dumps({"body": BODY.format(w=worker, i=i)})
+        data = body(BODY.format(w=worker, i=i))
         t = time.perf_counter()
-        conn.request("POST", PATH, body, headers)
+        conn.request(method, path, data, headers)
         r = conn.getresponse()
         r.read()
         lat.append(time.perf_counter() - t)
         done.append(time.monotonic())
-        if r.status != 201:
+        if r.status != expect:
             errors += 1
         i += 1
     conn.close()
@@ -81,10 +86,11 @@ def _http_thread(port: int, token: str, worker: int, seconds: float, start_at: f
 
 
 def http_worker(port: int, token: str, threads: int, first: int, seconds: float,
-                start_at: float, conn) -> None:
+                start_at: float, conn, how: tuple = ()) -> None:
     out: list = []
     ts = [threading.Thread(target=_http_thread, args=(port, token, first + k, seconds,
-                                                      start_at, out)) for k in range(threads)]
+                                                      start_at, out, *how))
+          for k in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
@@ -92,7 +98,8 @@ def http_worker(port: int, token: str, threads: int, first: int, seconds: float,
     conn.send(out)
 
 
-def http_phase(port: int, token: str, clients: int, procs: int, seconds: float) -> dict:
+def http_phase(port: int, token: str, clients: int, procs: int, seconds: float,
+               how: tuple = ()) -> dict:
     mp = spawn_context()
     start_at = time.monotonic() + 3.0  # every process spawned and warmed by then
     per = [clients // procs + (1 if k < clients % procs else 0) for k in range(procs)]
@@ -100,7 +107,7 @@ def http_phase(port: int, token: str, clients: int, procs: int, seconds: float) 
     for n in per:
         parent, child = mp.Pipe(duplex=False)
         p = mp.Process(target=http_worker, args=(port, token, n, first, seconds, start_at,
-                                                 child), daemon=True)
+                                                 child, how), daemon=True)
         p.start()
         pipes.append(parent)
         ps.append(p)
@@ -116,6 +123,40 @@ def http_phase(port: int, token: str, clients: int, procs: int, seconds: float) 
         p.join(10)
     return {"clients": clients, "posts": len(lat), "posts_per_s": len(lat) / seconds,
             "latency_ms": latency_summary(lat), "errors": errors}
+
+
+def bare_server(conn) -> None:
+    """The ceiling: a Starlette hello-world on the same uvicorn, nothing of ours."""
+    import socket
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def hello(request):
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as chatbox serve does
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    conn.send(sock.getsockname()[1])
+    uvicorn.Server(uvicorn.Config(Starlette(routes=[Route("/", hello)]), log_config=None,
+                                  access_log=False)).run(sockets=[sock])
+
+
+def bare_phase(clients: int, procs: int, seconds: float) -> dict:
+    mp = spawn_context()
+    parent, child = mp.Pipe(duplex=False)
+    server = mp.Process(target=bare_server, args=(child,), daemon=True)
+    server.start()
+    try:
+        port = parent.recv()
+        return http_phase(port, "-", clients, procs, seconds, ("GET", "/", 200))
+    finally:
+        server.terminate()
+        server.join(5)
 
 
 # ---------------------------------------------------------------------------- fan-out
@@ -196,6 +237,7 @@ def main() -> int:
                           seconds=args.seconds)
         bus.pop("timeline", None)
         web = http_phase(port, broker.admin_token, args.clients, args.procs, args.seconds)
+        bare = bare_phase(args.clients, args.procs, args.seconds)
         client = broker.client()
 
         def post(body: str) -> None:
@@ -211,6 +253,9 @@ def main() -> int:
          bus["latency_ms"]["p99"], bus["latency_ms"]["max"], bus["errors"]],
         ["HTTP POST /v1/...", web["clients"], web["posts_per_s"], web["latency_ms"]["p50"],
          web["latency_ms"]["p99"], web["latency_ms"]["max"], web["errors"]],
+        ["ceiling: bare Starlette GET", bare["clients"], bare["posts_per_s"],
+         bare["latency_ms"]["p50"], bare["latency_ms"]["p99"], bare["latency_ms"]["max"],
+         bare["errors"]],
     ]))
     print(f"\nHTTP/bus throughput ratio: {web['posts_per_s'] / bus['posts_per_s']:.2f}\n")
     print(table(["fan-out: one post, N streams", "p50 ms", "p90 ms", "p99 ms", "max ms"], [
@@ -223,7 +268,7 @@ def main() -> int:
           f"({(fan['rss_idle_kib'] - fan['rss_before_kib']) / max(1, fan['streams']):.1f} KiB "
           "each)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "bus": bus, "http": web,
+        Path(args.json).write_text(json.dumps({"machine": machine(), "bus": bus, "http": web, "bare": bare,
                                                "fan_out": fan}, indent=2, default=str))
     return 0
 

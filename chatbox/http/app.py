@@ -51,11 +51,16 @@ class Server:
         self.hub = Hub(endpoints, observe=self.metrics.observe)
         self.sessions = Sessions()
         self.known = Known(self.bridge)
-        self.bridge.on_refused = self.known.forget
+        self.bridge.on_refused = self.refused
         self.fetcher = Fetcher(self.bridge)
         self.adapters = Adapters(self.bridge, endpoints)
         self.escalations = escalations.Book()
         self.openapi = openapi.encoded(api.OPS, version)
+
+    def refused(self, token: str) -> None:
+        """The broker refused ``token`` (revoked, unknown): forget it everywhere."""
+        self.known.forget(token)
+        self.sessions.drop_token(token)
 
 
 async def _index(request: Request) -> Response:

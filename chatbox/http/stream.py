@@ -55,7 +55,12 @@ class Fetcher:
                 self._memo.popitem(last=False)
         return task
 
-    async def _fetch(self, token: str, ev: wire.MessageEvent) -> wire.Message | None:
+    async def _fetch(self, token: str, ev: wire.MessageEvent) -> bytes | None:
+        """The message's JSON (encoded once for all the streams that send it), or None."""
+        m = await self._read(token, ev)
+        return None if m is None else _encoder.encode(shapes.message(m))
+
+    async def _read(self, token: str, ev: wire.MessageEvent) -> wire.Message | None:
         try:
             page = await self.bridge.call(token, wire.Read(channel=ev.channel, since=ev.seq - 1,
                                                            limit=1))
@@ -105,7 +110,8 @@ async def wait(ctx: Ctx) -> shapes.Waited:
 # --------------------------------------------------------------------------- /v1/events
 
 def frame(event: str, data: object, seq: int) -> bytes:
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event.encode(), _encoder.encode(data))
+    encoded = data if isinstance(data, bytes) else _encoder.encode(data)
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event.encode(), encoded)
 
 
 def last_event_id(ctx: Ctx) -> int | None:
@@ -184,13 +190,13 @@ async def _stream(ctx: Ctx, who: wire.PrincipalResult, queue: Queue, start: int,
                 if ev.seq <= start or ev.seq in sent:
                     continue
                 try:
-                    m = await fetcher.get(caller.token, key, ev)
+                    data = await fetcher.get(caller.token, key, ev)
                 except ProblemError:
                     return  # the token was revoked, or the broker is gone: the client retries
-                if m is None:
+                if data is None:
                     continue
-                cursor = max(cursor, m.seq)
-                yield frame("message", shapes.message(m), cursor)
+                cursor = max(cursor, ev.seq)
+                yield frame("message", data, cursor)
             elif isinstance(ev, wire.AgentEvent):
                 yield frame("agent", agent_data(ev, who), cursor)
     finally:

@@ -121,6 +121,19 @@ def test_escalations_list_what_waits_for_a_human_until_it_is_decided(served):
     assert bot.get("/v1/escalations").json() == {"escalations": []}  # #alerts: humans only
 
 
+def test_a_revoked_token_is_refused_at_once_and_its_session_ends(served):
+    token = served.agent_token("bot", "#general")
+    bot = served.client(token)
+    browser = served.client()
+    assert browser.post("/v1/session", json={"token": token}).status_code == 200
+    assert bot.post("/v1/channels/%23general/messages", json={"body": "hi"}).status_code == 201
+    served.fleet.client().call(wire.Revoke(name="bot"))
+    r = bot.post("/v1/channels/%23general/messages", json={"body": "still me?"})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    assert bot.get("/v1/me").status_code == 401
+    assert browser.get("/v1/rooms").status_code == 401
+
+
 def test_pause_and_resume_an_agent(served):
     served.agent_token("bot")
     admin = served.admin()

@@ -13,6 +13,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from chatbox.bus import wire
+from tests.fleet import wait_for
 
 TIMEOUT = 10.0
 
@@ -117,12 +118,17 @@ def test_agent_states_and_metrics_follow_a_real_turn(served):
         assert reply["author"] == "echo" and reply["body"] == f"ack {posted['seq']}"
     finally:
         stream.close()
-    text = admin.get("/metrics").text
+    events = 'chatbox_http_requests_total{method="GET",route="/v1/events",status="200"}'
+    # the closed stream is counted once the server has seen it end
+    def scraped() -> str | None:
+        text = admin.get("/metrics").text
+        return text if events in text else None
+
+    text = wait_for(scraped, what="the closed stream in /metrics")
     assert 'chatbox_wakes_total{agent="echo"} 1.0' in text
     assert 'chatbox_turns_total{agent="echo",outcome="ok"} 1.0' in text
     assert 'chatbox_wake_latency_seconds_count{agent="echo"} 1.0' in text
     assert 'chatbox_queue_depth{agent="echo"} 0.0' in text
-    assert 'chatbox_http_requests_total{method="GET",route="/v1/events",status="200"}' in text
 
 
 async def _mcp_session(url: str, token: str, body):
