@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from chatbox.bus import wire
 from chatbox.broker import channels
@@ -154,15 +155,36 @@ def check_limit(limit: int, cap: int = MAX_LIMIT) -> int:
     return limit
 
 
+#: Characters of text one page of history holds at most, beside its ``limit`` of messages: a
+#: read's reply stays well under the server's reply budget however big the messages (without it
+#: a page of 1,000 messages of 64 KiB is 64 MiB). A page holds at least one message.
+PAGE_TEXT = 8 * 1024 * 1024
+
+
+def _page(rows: Iterable[tuple], limit: int) -> tuple[list[wire.Message], bool]:
+    """The first ``limit`` rows or fewer, up to PAGE_TEXT characters; and whether more follow."""
+    msgs: list[wire.Message] = []
+    size = 0
+    for row in rows:
+        size += len(row[5]) + len(row[4] or "")  # body, title
+        if len(msgs) == limit or (msgs and size > PAGE_TEXT):
+            return msgs, True
+        msgs.append(to_wire(row))
+    return msgs, False
+
+
 def read(ctx: Ctx, channel: str, since: int, limit: int) -> wire.MessagesResult:
-    """History of one channel after ``since``, oldest first; counts as delivered to the reader."""
+    """History of one channel after ``since``, oldest first: at most ``limit`` messages and
+    PAGE_TEXT characters, ``more`` if others follow. Counts as delivered to the reader."""
     check_limit(limit)
     row = channels.get(ctx, channel)
     channels.require_readable(ctx, row)
-    rows = ctx.db.execute(f"SELECT {COLUMNS} FROM messages WHERE channel = ? AND seq > ? "
-                          "ORDER BY seq LIMIT ?", (channel, max(since, 0), limit + 1)).fetchall()
-    more = len(rows) > limit
-    msgs = [to_wire(r) for r in rows[:limit]]
+    cursor = ctx.db.execute(f"SELECT {COLUMNS} FROM messages WHERE channel = ? AND seq > ? "
+                            "ORDER BY seq LIMIT ?", (channel, max(since, 0), limit + 1))
+    try:
+        msgs, more = _page(cursor, limit)
+    finally:
+        cursor.close()
     if msgs:
         mark_delivered(ctx, ctx.principal.name, channel, msgs[-1].seq)
     return wire.MessagesResult(messages=msgs, last_seq=row[4], more=more)

@@ -1,7 +1,7 @@
 """A bus that survives abuse (issue 13): a frame over the documented maximum (wire.MAX_FRAME,
-ZMQ_MAXMSGSIZE) is dropped by ZeroMQ before the broker reads it, and hundreds of big reads
-nobody collects add a bounded amount to the broker's memory, while other clients keep being
-served. Real broker, real sockets."""
+ZMQ_MAXMSGSIZE) is dropped by ZeroMQ before the broker reads it, hundreds of big reads nobody
+collects add a bounded amount to the broker's memory while other clients keep being served, and
+a page of history is bounded in text as well as in messages. Real broker, real sockets."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 
 import zmq
 
+from chatbox.broker.messages import PAGE_TEXT
 from chatbox.bus import wire
 
 
@@ -94,3 +95,21 @@ def test_big_reads_nobody_collects_keep_the_brokers_memory_bounded(fleet):
     fleet.stop_broker()
     served = fleet.broker.wait_log("stopped")["served"]
     assert served >= 2 * HOARDERS + BIG_MESSAGES + 20, "the hoarders' reads were answered"
+
+
+def test_a_page_of_history_is_bounded_in_text_as_well_as_in_messages(fleet):
+    """A read of 1,000 messages of 64 KiB would be one 64 MiB reply: a page stops at
+    ``messages.PAGE_TEXT`` characters, says ``more``, and paging on reads the rest."""
+    fleet.client().call(wire.CreateChannel(name="#big", topic="big messages"))
+    body = "y" * (wire.MAX_BODY - 16)
+    count = PAGE_TEXT // len(body) + 20
+    posted = [fleet.post("#big", f"{i} {body}").seq for i in range(count)]
+    pages, since = [], 0
+    while True:
+        page = fleet.client().call(wire.Read(channel="#big", since=since, limit=wire.MAX_LIMIT))
+        pages.append(page.messages)
+        assert sum(len(m.body) for m in page.messages) <= PAGE_TEXT
+        if not page.more:
+            break
+        since = page.messages[-1].seq
+    assert len(pages) == 2 and [m.seq for p in pages for m in p] == posted
