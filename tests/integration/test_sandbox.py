@@ -162,3 +162,54 @@ def test_a_cli_home_outside_the_workspace_is_writable_in_the_sandbox(fleet, tmp_
     reply = wait_for(lambda: next((m for m in fleet.read("#general") if m.author == "eve"), None),
                      timeout=30, what="eve's reply")
     assert reply.body == str(home) and (home / "kept").read_text() == "ok"
+
+
+SECRETS = r'''
+import json, os, sys
+def can_read(path):
+    try:
+        with open(path) as fh:
+            fh.read()
+        return True
+    except OSError as exc:
+        return exc.__class__.__name__
+ws = os.environ["CHATBOX_WORKSPACE"]
+with open(os.path.join(ws, "mine.txt"), "w") as fh:
+    fh.write("kept")
+print(json.dumps({"other_token": can_read(sys.argv[1]), "home_key": can_read(sys.argv[2]),
+                  "home_listed": os.path.isdir(os.path.dirname(sys.argv[2])),
+                  "mine": can_read(os.path.join(ws, "mine.txt")),
+                  "own": can_read(os.path.join(ws, ".chatbox/agents/eve.token")),
+                  "tmp_writable": os.access("/tmp", os.W_OK)}))
+'''
+
+
+def test_a_turn_cannot_read_another_workspace_or_the_operators_home(fleet, tmp_path):
+    """The rest of the file system is not the turn's: a second workspace on this host (its
+    admin token acts as that workspace's human) and the operator's home (~/.ssh) are not there;
+    the system, the Python that runs the turn and its own workspace are."""
+    from chatbox.broker.bootstrap import init_workspace
+    from chatbox.runtime.workspace import Workspace
+
+    other = Workspace(tmp_path / "other")
+    init_workspace(other, "mallory")
+    operator = tmp_path / "operator"
+    key = operator / ".ssh" / "id_ed25519"
+    key.parent.mkdir(parents=True, mode=0o700)
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    script = Path(fleet.root) / "look_further.py"
+    script.write_text(SECRETS)
+    fleet.write_config(config([sys.executable, "-I", "-S", str(script),
+                               str(other.data / "token"), str(key)]))
+    fleet.add_agent("eve", "#general")
+    fleet.start_supervisor("eve", env=child_env(fleet.ws, HOME=str(operator)))
+    fleet.post("#general", "@eve look further")
+    reply = wait_for(lambda: next((m for m in fleet.read("#general") if m.author == "eve"), None),
+                     timeout=30, what="eve's report")
+    import json
+    seen = json.loads(reply.body)
+    assert seen["other_token"] == "FileNotFoundError", seen
+    assert seen["home_key"] == "FileNotFoundError" and seen["home_listed"] is False, seen
+    assert seen["mine"] is True and seen["own"] is True, seen
+    assert seen["tmp_writable"] is True, seen   # an empty /tmp of its own
+    assert (Path(fleet.root) / "mine.txt").read_text() == "kept"
