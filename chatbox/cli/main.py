@@ -25,6 +25,7 @@ from chatbox.cli.agents import add_parsers as add_agent_parsers
 from chatbox.cli.messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
 from chatbox.cli.output import agent_line, agent_obj, json_line, plain, when
 from chatbox.cli.session import Failed, Session, UsageError
+from chatbox.cli.trail import cmd_trail
 from chatbox.runtime.config import ConfigError
 from chatbox.runtime.workspace import Workspace, WorkspaceError
 from chatbox.runtime.exits import Exit
@@ -204,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_read)
 
     p = sub.add_parser("tail", parents=[common], help="follow channels live until interrupted")
-    p.add_argument("channels", nargs="+", metavar="CHANNEL")
+    p.add_argument("channels", nargs="*", metavar="CHANNEL")
+    p.add_argument("--trail", action="store_true",
+                   help="follow the dispatch trail (dispatch_comms.jsonl) instead; no broker needed")
     p.add_argument("--since", type=_seq, metavar="SEQ", help="first print history after SEQ")
     p.add_argument("--count", type=_positive, metavar="N",
                    help="exit after printing N messages")
@@ -287,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if hasattr(args, "run"):
             return args.run(args)
+        if getattr(args, "trail", False):
+            return cmd_trail(args)
+        if args.command == "tail" and not args.channels:
+            err("tail: name at least one CHANNEL, or --trail (see `chatbox tail --help`)")
+            return Exit.USAGE
         return _run(args.handler, args)
     except KeyboardInterrupt:
         err("interrupted")

@@ -15,12 +15,10 @@ import pytest
 from chatbox.broker import server
 from chatbox.broker.trail import read_trail, trail_path
 from chatbox.bus import wire
-from chatbox.cli import main as cli_main
 from tests.fleet import Fleet, child_env
 
 # The broker's loop and the CLI's parser feed and expose the trail once they are wired to it.
 LIVE = "trail" in inspect.getsource(server)
-CLI = "--trail" in inspect.getsource(cli_main.build_parser)
 
 
 def _dispatch_seqs(f: Fleet) -> list[int]:
@@ -74,8 +72,6 @@ def test_each_line_is_on_file_when_its_reply_comes(fleet: Fleet) -> None:
     assert _on_file(f) == [first, second]
 
 
-@pytest.mark.skipif(not CLI, reason="`chatbox tail --trail` is not in the CLI's parser "
-                    "(chatbox/cli/main.py) yet")
 def test_tail_trail_prints_the_trail_as_json_lines(fleet: Fleet) -> None:
     f = fleet
     seqs = [f.post("#dispatch", f"order {i}").seq for i in range(2)]
