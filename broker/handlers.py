@@ -48,7 +48,8 @@ class Handlers:
         ``apsw.Error`` that ended the batch's transaction itself (SQLite rolled it back).
 
         ``unstored``: the batch could not be stored, for this reason; only a request of
-        ``ANSWERED_UNSTORED`` is answered, every other is refused with it (transient)."""
+        ``ANSWERED_UNSTORED`` is answered, or a write stored before (its first answer), every
+        other is refused with it (transient)."""
         try:
             env = wire.envelope_decoder.decode(payload)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -69,8 +70,6 @@ class Handlers:
             log.info("refused", op=op, principal=principal.name, code=out_of_bounds.code,
                      field=out_of_bounds.field)
             return wire.encode(wire.ErrorReply(rid=env.rid, error=out_of_bounds))
-        if unstored is not None and type(req) not in ANSWERED_UNSTORED:
-            return _error(env.rid, "store", unstored)
         ctx = Ctx(self.db, principal, now)
         keyed = env.idem is not None and wire.keyed(req)
         try:
@@ -82,6 +81,8 @@ class Handlers:
                     if stored is not None:
                         first = msgspec.msgpack.decode(stored, type=wire.ResultBody)
                         return wire.encode(wire.ResultReply(rid=env.rid, result=first))
+                if unstored is not None and type(req) not in ANSWERED_UNSTORED:
+                    return _error(env.rid, "store", unstored)  # (a first answer is replayed)
                 result = self.route(ctx, req)
                 if keyed:
                     # a token is shown once and never stored: a replay gets the file's path only

@@ -216,7 +216,8 @@ class Server:
                                                  f"a request is one frame, got {len(frames) - 1}")
         return None
 
-    def _unstored(self, group: list[list[bytes]], why: str):
+    def _unstored(self, group: list[list[bytes]], why: str
+                  ) -> tuple[list[tuple[bytes, bytes, bytes]], list[tuple[bytes, wire.Event]]]:
         """The reads of a group whose commit failed, answered in a transaction that is rolled
         back (so the disk is asked for nothing); what they marked delivered is held in memory
         and written by the next commit that succeeds. Every other request is refused ``why``."""

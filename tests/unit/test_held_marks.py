@@ -12,15 +12,16 @@ from chatbox.bus import wire
 BROKER = Principal("broker", "admin")
 
 
-def _unstored(hub, requests: list[tuple[wire.Request, str]], held: HeldMarks) -> list[wire.Reply]:
-    """What the server does after a failed commit: answer in a transaction rolled back."""
+def _unstored(hub, requests: list[tuple], held: HeldMarks) -> list[wire.Reply]:
+    """What the server does after a failed commit: answer in a transaction rolled back. Each
+    request is (request, token) or (request, token, idempotency key)."""
     now = hub.now()
     db = hub.store.db
     db.execute("BEGIN")
     try:
-        replies = [hub.handlers.handle(hub.envelope(req, token), now, [],
-                                       unstored="the disk is full")
-                   for req, token in requests]
+        replies = [hub.handlers.handle(hub.envelope(req, token, idem=idem[0] if idem else None),
+                                       now, [], unstored="the disk is full")
+                   for req, token, *idem in requests]
         held.collect(Ctx(db, BROKER, now))
     finally:
         db.execute("ROLLBACK")
@@ -52,3 +53,16 @@ def test_marks_of_reads_answered_unstored_are_held_then_written(hub):
     assert db.execute("SELECT delivered FROM offsets WHERE principal = 'kim' AND "
                       "channel = '#general'").get == posted[-1].seq
     assert db.execute("SELECT connected_at FROM turns WHERE id = ?", (claim.turn,)).get
+
+
+def test_a_write_stored_before_gets_its_first_answer_even_unstored(hub):
+    """A write whose first answer was lost, sent again while the disk is full, is told what
+    was stored then — not refused as if it had never landed."""
+    kim = hub.add_agent("kim", "#general")
+    first = hub.ok(wire.Post(channel="#general", body="landed"), kim, idem="key-1")
+    again, fresh = _unstored(hub, [
+        (wire.Post(channel="#general", body="landed"), kim, "key-1"),
+        (wire.Post(channel="#general", body="new"), kim, "key-2"),
+    ], HeldMarks())
+    assert again.result.message.seq == first.message.seq
+    assert fresh.error.code == "store"
