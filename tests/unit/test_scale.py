@@ -178,7 +178,8 @@ def test_a_held_agent_is_known_without_reading_every_message(hub):
 
 # The query the heads replace: every unacked row of every subscription, sorted, cut.
 _WAKE_MATCH = (
-    " AND s.wake != 'none' AND (s.wake = 'all' OR instr(' ' || m.mentions || ' ', ' ' || :me || ' ')"
+    " AND s.wake != 'none' AND (s.wake = 'all'"
+    " OR instr(' ' || m.mentions || ' ', ' ' || :me || ' ')"
     " OR EXISTS (SELECT 1 FROM messages p WHERE p.seq = m.in_reply_to AND p.author = :me))")
 _M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
 
@@ -234,15 +235,16 @@ def _populate(db, world) -> None:
     for name in NAMES:
         db.execute("INSERT INTO principals(name, role, created_at) VALUES (?, 'agent', 0)", (name,))
     for channel in CHANNELS:
-        db.execute("INSERT INTO channels(name, kind, topic, created_at) VALUES (?, 'adhoc', 't', 0)",
-                   (channel,))
+        db.execute("INSERT INTO channels(name, kind, topic, created_at) "
+                   "VALUES (?, 'adhoc', 't', 0)", (channel,))
     for seq, (author, channel, mentions, reply_to, hop) in enumerate(msgs, 1):
         db.execute("INSERT INTO messages(seq, channel, author, kind, body, mentions, in_reply_to, "
                    "chain, hop, created_at) VALUES (?, ?, ?, 'chat', 'b', ?, ?, ?, ?, 0)",
                    (seq, channel, author, mentions, reply_to, seq, hop))
     for (who, channel), (kind, wake, acked) in subs.items():
         if kind in ("sub", "sub-no-offset"):
-            db.execute("INSERT INTO subscriptions VALUES (?, ?, 'full', ?, 0)", (who, channel, wake))
+            db.execute("INSERT INTO subscriptions VALUES (?, ?, 'full', ?, 0)",
+                       (who, channel, wake))
         if kind in ("sub", "offset-only"):
             db.execute("INSERT INTO offsets VALUES (?, ?, ?, ?, 0)", (who, channel, acked, acked))
     for who, seq, acked in direct:
@@ -288,13 +290,15 @@ def test_the_migration_indexes_the_messages_already_stored(tmp_path):
     for version, migration in enumerate(MIGRATIONS[:before], 1):
         old.execute(migration)
         old.execute(f"PRAGMA user_version={version}")
-    rows = [("kim", "#c0", "bob eve", None), ("bob", "#c0", "", 1), ("kim", "#c1", "kim  eve", None),
-            ("eve", "#c1", "kim", 3), ("bob", "#c1", "", 3), ("kim", "#c1", "", 3)]
+    rows = [("kim", "#c0", "bob eve", None), ("bob", "#c0", "", 1),
+            ("kim", "#c1", "kim  eve", None), ("eve", "#c1", "kim", 3), ("bob", "#c1", "", 3),
+            ("kim", "#c1", "", 3)]
     for name in NAMES:
-        old.execute("INSERT INTO principals(name, role, created_at) VALUES (?, 'agent', 0)", (name,))
+        old.execute("INSERT INTO principals(name, role, created_at) VALUES (?, 'agent', 0)",
+                    (name,))
     for channel in ("#c0", "#c1"):
-        old.execute("INSERT INTO channels(name, kind, topic, created_at) VALUES (?, 'adhoc', 't', 0)",
-                    (channel,))
+        old.execute("INSERT INTO channels(name, kind, topic, created_at) "
+                    "VALUES (?, 'adhoc', 't', 0)", (channel,))
     for seq, (author, channel, mentions, reply_to) in enumerate(rows, 1):
         old.execute("INSERT INTO messages(seq, channel, author, kind, body, mentions, in_reply_to, "
                     "chain, created_at) VALUES (?, ?, ?, 'chat', 'b', ?, ?, ?, 0)",
