@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from chatbox.bus import wire
-from chatbox.http import api, guard, seed
+from chatbox.http import api, bridge, guard, seed
+from tests.fleet import wait_for
 
 XSS = '<img src=x onerror="alert(1)"><script>alert(2)</script>&amp;'
 CSP = guard.CSP
@@ -205,17 +206,19 @@ def test_the_seed_routes_answer_as_the_mcp_tools_do(served):
 
 
 def test_a_long_poll_never_delays_another_clients_post(served):
-    """Long-polls of 30 s are pending; another client's post is answered at once meanwhile."""
+    """Long-polls of 30 s are pending — more of them than the server has worker threads for bus
+    calls — and another client's post is answered at once meanwhile."""
     served.fleet.client().call(wire.CreateChannel(name="#quiet", topic="nothing happens"))
     waiter_token = served.agent_token("waiter", "#quiet")
     admin = served.admin()
-    with ThreadPoolExecutor(max_workers=20) as pool:
+    n = bridge.WORKERS + 16
+    with ThreadPoolExecutor(max_workers=n) as pool:
         polls = [pool.submit(served.client(waiter_token, timeout=40).get, "/v1/wait",
-                             params={"timeout_ms": 30_000}) for _ in range(16)]
+                             params={"timeout_ms": 30_000}) for _ in range(n)]
         # the polls are in: wait for the server to count them (it serves /metrics meanwhile)
-        deadline = time.monotonic() + 10
-        while not re.search(r"^chatbox_http_listeners 16\.0$", admin.get("/metrics").text, re.M):
-            assert time.monotonic() < deadline, "the long-polls never reached the server"
+        wait_for(lambda: re.search(rf"^chatbox_http_listeners {n}\.0$",
+                                   admin.get("/metrics").text, re.M),
+                 timeout=20, interval=0.05, what=f"{n} long-polls pending at the server")
         took = []
         for i in range(5):
             t0 = time.perf_counter()
