@@ -213,3 +213,58 @@ def test_a_turn_cannot_read_another_workspace_or_the_operators_home(fleet, tmp_p
     assert seen["mine"] is True and seen["own"] is True, seen
     assert seen["tmp_writable"] is True, seen   # an empty /tmp of its own
     assert (Path(fleet.root) / "mine.txt").read_text() == "kept"
+
+
+def test_a_program_installed_outside_the_system_runs_from_its_install_tree(fleet, tmp_path):
+    """An engine found through PATH, by a symlink, into a prefix outside the system (as
+    deploy/engines/install.sh lays one out: PREFIX/bin/NAME runs PREFIX/lib/...): its tree is
+    bound back, and what lies beside it is not."""
+    prefix = tmp_path / "tools"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "lib" / "tool.py").write_text(
+        "import os, sys\n"
+        "print(open(os.path.join(os.path.dirname(__file__), 'answer')).read(),\n"
+        "      os.path.exists(sys.argv[1]))\n")
+    (prefix / "lib" / "answer").write_text("42")
+    (prefix / "bin").mkdir()
+    tool = prefix / "bin" / "tool"
+    tool.write_text('#!/bin/sh\nroot=$(dirname -- "$(dirname -- "$(readlink -f -- "$0")")")\n'
+                    f'exec {sys.executable} -I -S "$root/lib/tool.py" "$@"\n')
+    tool.chmod(0o755)
+    on_path = tmp_path / "path"
+    on_path.mkdir()
+    (on_path / "tool").symlink_to(tool)
+    beside = tmp_path / "beside.txt"
+    beside.write_text("not the turn's")
+    fleet.write_config(config(["tool", str(beside)]))
+    fleet.add_agent("eve", "#general")
+    fleet.start_supervisor("eve", env=child_env(
+        fleet.ws, PATH=f"{on_path}:{os.environ.get('PATH', '/usr/bin:/bin')}"))
+    fleet.post("#general", "@eve use your tool")
+    reply = wait_for(lambda: next((m for m in fleet.read("#general") if m.author == "eve"), None),
+                     timeout=30, what="eve's reply")
+    assert reply.body == "42 False", reply.body
+
+
+def test_paths_the_config_opens_are_bound_read_only(fleet, tmp_path):
+    """``paths`` (the agent's ``sandbox_paths``) shows a directory outside the workspace,
+    read-only; without it the directory is not there. Real bubblewrap, run as a turn is."""
+    from chatbox.supervisor import sandbox
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "notes").write_text("shared notes")
+    look = [sys.executable, "-I", "-S", "-c",
+            "import sys; print(open(sys.argv[1]).read())\n"
+            "try:\n    open(sys.argv[1], 'a')\nexcept OSError as exc:\n"
+            "    print(exc.__class__.__name__)", str(shared / "notes")]
+
+    def run(paths: list[Path]) -> subprocess.CompletedProcess:
+        argv = sandbox.wrap(look, ws=fleet.ws, agent="eve", endpoints=fleet.ws.endpoints(),
+                            home=fleet.ws.agent_home("eve"), paths=paths)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+
+    opened = run([shared])
+    assert opened.stdout.split("\n")[:2] == ["shared notes", "OSError"], opened
+    closed = run([])
+    assert closed.returncode == 1 and "FileNotFoundError" in closed.stderr, closed
