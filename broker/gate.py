@@ -6,9 +6,8 @@ So the broker keeps a reserve: the moment a connection is accepted on a descript
 within ``reserve`` of the limit (the kernel hands out the lowest free number, so every lower one
 is in use), the gate closes — each ``ipc://`` socket file is moved aside, so new clients find no
 socket and are refused, while every connected client keeps its connection. Once connections
-have ended and fewer than ``limit - 2 * reserve`` descriptors are open, the files are moved
-back. The listen backlog is kept short, so the connections already queued when the gate closes
-fit in the reserve. A ``tcp://`` listener is not gated (libzmq drops a connection it cannot
+have ended and a quarter of the reserve more is free again, the files are moved back. The listen backlog is kept short, so the connections already queued when the gate closes
+fit in the reserve (``reserve_for``). A ``tcp://`` listener is not gated (libzmq drops a connection it cannot
 accept there).
 
 The gate acts on the listeners' monitor events, which the request loop polls beside its
@@ -28,8 +27,6 @@ from chatbox.bus.endpoints import ipc_path
 
 log = structlog.get_logger("broker")
 
-BACKLOG = 32           # connections queued per listener before the broker accepts them
-MIN_RESERVE = 2 * (BACKLOG + 1) + 16   # the queued ones, and the broker's own files
 EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
 
 
@@ -39,6 +36,18 @@ def descriptor_limit() -> int:
     except ImportError:  # pragma: no cover - Windows: no such limit to run into
         return 2**31
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def backlog_for(limit: int) -> int:
+    """Connections queued per listener before the broker accepts them: up to 32, fewer under a
+    small descriptor limit."""
+    return max(1, min(32, limit // 64))
+
+
+def reserve_for(limit: int) -> int:
+    """Descriptors kept free: those the two listeners may still accept from their backlogs, the
+    broker's own files, and an eighth of the limit beside — never half of a small one."""
+    return min(max(2 * (backlog_for(limit) + 1) + 16, limit // 8), limit // 2)
 
 
 def open_descriptors() -> int:
@@ -54,7 +63,8 @@ class Gate:
 
     def __init__(self, bound: list[tuple[str, zmq.Socket]]):
         self.limit = descriptor_limit()
-        self.reserve = max(MIN_RESERVE, self.limit // 8)
+        self.reserve = reserve_for(self.limit)
+        self.reopen_below = self.limit - self.reserve - max(self.reserve // 4, 1)
         ipc = [(path, sock) for endpoint, sock in bound if (path := ipc_path(endpoint))]
         self.paths = [path for path, _ in ipc]
         self.monitors = [sock.get_monitor_socket(EVENTS) for _, sock in ipc]
@@ -62,7 +72,7 @@ class Gate:
 
     @staticmethod
     def prepare(sock: zmq.Socket) -> None:
-        sock.setsockopt(zmq.BACKLOG, BACKLOG)
+        sock.setsockopt(zmq.BACKLOG, backlog_for(descriptor_limit()))
 
     def aside(self, path: Path) -> Path:
         return path.with_name(path.name + ".full")
@@ -75,7 +85,7 @@ class Gate:
                     and event["value"] >= self.limit - self.reserve:
                 self.close_gate()
             elif event["event"] == zmq.EVENT_DISCONNECTED and self.closed \
-                    and open_descriptors() < self.limit - 2 * self.reserve:
+                    and open_descriptors() < self.reopen_below:
                 self.open_gate()
 
     def close_gate(self) -> None:
