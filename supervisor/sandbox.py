@@ -34,6 +34,7 @@ no silent fallback.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -132,22 +133,33 @@ def runtime(argv: list[str], env: Mapping[str, str], ws: Workspace) -> list[Path
     """What the turn's programs need from outside the system and the workspace, as few paths as
     cover it (none inside another)."""
     search = env.get("PATH", os.defpath)
-    guarded = [_real(Path.home()), _real(ws.root)]
-    wanted = [Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                sys.base_exec_prefix)]
-    wanted += _code()
-    wanted += [Path(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
-    wanted += program(sys.executable, search, ws.root, guarded)
+    guarded = (_real(Path.home()), _real(ws.root))
+    wanted = [Path(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
     if argv:
         wanted += program(argv[0], search, ws.root, guarded)
     wanted.append(Path("/etc/resolv.conf"))  # a symlink into /run on systemd-resolved hosts
-    real = {_real(p) for p in wanted if p.exists()}
-    keep = {p for p in real if not _visible(p) and not _broad(p, guarded)
+    return _outermost({*_python(search, guarded), *_hidden(wanted, guarded)})
+
+
+@functools.lru_cache(maxsize=4)
+def _python(search: str, guarded: tuple[Path, Path]) -> frozenset[Path]:
+    """The Python that runs the stub, the relay and ``chatbox``, and ChatBox's code: the same
+    for every turn of this process, so found once."""
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    wanted = [*map(Path, prefixes), *_code(),
+              *program(sys.executable, search, guarded[1], guarded)]
+    return frozenset(_hidden(wanted, guarded))
+
+
+def _hidden(paths: Iterable[Path], guarded: tuple[Path, Path]) -> set[Path]:
+    """Of ``paths``, the real ones the sandbox would hide and may show: not in the system, not
+    in the workspace (bound anyway), not too broad."""
+    real = {_real(p) for p in paths if p.exists()}
+    return {p for p in real if not _visible(p) and not _broad(p, guarded)
             and not p.is_relative_to(guarded[1])}
-    return _outermost(keep)
 
 
-def program(name: str, search: str, cwd: Path, guarded: list[Path],
+def program(name: str, search: str, cwd: Path, guarded: tuple[Path, Path],
             depth: int = 0) -> list[Path]:
     """What running ``name`` needs: the directory of each symlink on its way, the install tree
     of the file it ends at, and the same for that file's ``#!`` interpreter."""
@@ -180,7 +192,7 @@ def opened(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def _tree(file: Path, guarded: list[Path]) -> Path:
+def _tree(file: Path, guarded: tuple[Path, Path]) -> Path:
     """The install tree of ``file``: PREFIX for PREFIX/bin/NAME (its lib/, share/, node/ are
     beside bin/), else its directory; narrower where that would be too broad."""
     prefix = file.parent.parent if file.parent.name in ("bin", "sbin") else None
@@ -228,7 +240,7 @@ def _visible(path: Path) -> bool:
     return len(parts) > 1 and parts[1] in SYSTEM
 
 
-def _broad(path: Path, guarded: list[Path]) -> bool:
+def _broad(path: Path, guarded: tuple[Path, Path]) -> bool:
     """``/``, a whole top-level directory, or a directory holding the operator's home or the
     workspace: binding it would show what the sandbox hides."""
     return len(path.parts) <= 2 or any(g == path or g.is_relative_to(path) for g in guarded)
