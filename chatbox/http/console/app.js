@@ -27,15 +27,22 @@ function onMessage(m) {
   alertsSaw(m);
 }
 
-let opened = false;
-/** A reconnection after a drop: what the missed agent events changed is loaded again. */
+const FIRST_OPEN_WAIT_MS = 5000;
+let loaded = false; //   the first load is done: an (re)opened stream means reading again
+let firstOpen = null; // resolves when the stream first opens
+
+/**
+ * The stream is open, so nothing that commits from now on is missed: listen first, then read.
+ * After the first load, every opening (a reconnection, or a first one that came late) reads
+ * again what the events it could not carry may have changed.
+ */
 function onOpen() {
-  if (opened) {
-    loadAgents().catch(() => {});
-    refreshAlerts();
-    resync().catch(() => {});
-  }
-  opened = true;
+  if (firstOpen) firstOpen();
+  firstOpen = null;
+  if (!loaded) return;
+  loadAgents().catch(() => {});
+  refreshAlerts();
+  resync().catch(() => {});
 }
 
 const LIVE = { onMessage, onAgent: agentSaw, onOpen, onClosed: () => onClosed() };
@@ -53,9 +60,12 @@ async function start(me) {
   state.me = me;
   fill(byId('me'), me.name, h('span', { class: 'role' }, ` (${me.role})`));
   signedIn(true);
-  opened = false;
+  loaded = false;
+  const live = new Promise((resolve) => { firstOpen = resolve; });
   connect(LIVE);
+  await Promise.race([live, new Promise((r) => { setTimeout(r, FIRST_OPEN_WAIT_MS); })]);
   await Promise.all([loadRooms(), loadAgents(), loadAlerts()]);
+  loaded = true;
   const first = state.rooms.has('#general') ? '#general' : [...state.rooms.keys()][0];
   if (first) await openChannel(first, { focus: false });
   else showView('channels', { focus: false });
