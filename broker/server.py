@@ -28,6 +28,7 @@ from chatbox.broker.handlers import Handlers, _error, _salvage_rid, is_disk_full
 from chatbox.broker.messages import HeldMarks
 from chatbox.broker.gate import Gate
 from chatbox.broker.sockwatch import SocketWatch
+from chatbox.broker.trail import Trail
 from chatbox.runtime.signals import StopSignals
 
 log = structlog.get_logger("broker")
@@ -65,6 +66,7 @@ class Server:
         self._failed = 0  # groups whose commit failed since the last that succeeded
         self.sockwatch = SocketWatch([])  # the socket files, once bound
         self.gate: Gate | None = None  # refuses new connections near the descriptor limit
+        self.trail: Trail | None = None  # the dispatch trail, set by main: fed after each commit
 
     def bind(self) -> None:
         for endpoint, sock in self._bound():
@@ -199,6 +201,8 @@ class Server:
             replies, outbox = self._unstored(batch[start:end], self.handlers.not_stored(exc))
         else:
             self.held.clear()
+            if self.trail is not None:  # committed: on file before any reply says so
+                self.trail.record(self.store.db, outbox)
             if self._failed:
                 log.info("commit_recovered", failed=self._failed)
                 self._failed = 0

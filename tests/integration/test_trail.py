@@ -4,21 +4,16 @@ bytes before the tear as they were; ``chatbox tail --trail`` follows it."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import signal
 import subprocess
 import sys
 
-import pytest
 
-from chatbox.broker import server
 from chatbox.broker.trail import read_trail, trail_path
 from chatbox.bus import wire
 from tests.fleet import Fleet, child_env
 
-# The broker's loop and the CLI's parser feed and expose the trail once they are wired to it.
-LIVE = "trail" in inspect.getsource(server)
 
 
 def _dispatch_seqs(f: Fleet) -> list[int]:
@@ -61,8 +56,6 @@ def test_kill_9_mid_append_loses_no_line_and_writes_none_twice(fleet: Fleet) -> 
     assert _on_file(f) == expected  # another start adds nothing
 
 
-@pytest.mark.skipif(not LIVE, reason="the broker's commit loop (broker/server.py) does not feed "
-                    "the trail yet: lines are written at start and stop only")
 def test_each_line_is_on_file_when_its_reply_comes(fleet: Fleet) -> None:
     f = fleet
     f.post("#general", "not trailed")
