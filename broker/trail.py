@@ -31,10 +31,10 @@ import msgspec
 import structlog
 
 from chatbox.bus import wire
+from chatbox.runtime.workspace import TRAIL_FILE
 
 log = structlog.get_logger("broker")
 
-TRAIL_FILE = "dispatch_comms.jsonl"
 DISPATCH = "#dispatch"
 CHUNK = 500  # messages read from the database per append while catching up
 _TAIL_BLOCK = 64 * 1024

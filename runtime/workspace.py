@@ -21,6 +21,7 @@ from chatbox.runtime import env
 DATA_DIR = ".chatbox"
 SEED_DIR = ".agentchat"  # the seed's data directory
 CONFIG_FILE = "chatbox.toml"
+TRAIL_FILE = "dispatch_comms.jsonl"  # the dispatch trail, appended by the broker
 
 
 class WorkspaceError(Exception):
@@ -59,6 +60,10 @@ class Workspace:
     @property
     def config_path(self) -> Path:
         return self.root / CONFIG_FILE
+
+    @property
+    def trail_path(self) -> Path:
+        return self.root / TRAIL_FILE
 
     @property
     def admin_token_path(self) -> Path:

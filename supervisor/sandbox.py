@@ -103,6 +103,7 @@ def wrap(argv: list[str], *, ws: Workspace, agent: str, endpoints: Endpoints, ho
             own.append(("--bind", path))
     if ws.config_path.exists():
         own.append(("--ro-bind", ws.config_path))
+    own.append(("--ro-bind", ws.trail_path))  # the broker's alone: a turn reads it, never writes
     for flag, path in own:
         if Path(path).exists():
             args += [flag, str(path), str(path)]

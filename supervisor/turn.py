@@ -108,7 +108,7 @@ class TurnRunner:
             # the system outside is read-only in the sandbox: home and scratch are the agent's
             child_env["HOME"], child_env["TMPDIR"] = str(self.home), str(self.home / "tmp")
             argv = sandbox.wrap(argv, ws=self.ws, agent=self.agent, endpoints=self.endpoints,
-                                home=self.home)
+                                home=self.home, env=child_env)
         spec = TurnSpec(argv=argv, stdin=built.stdin, env=child_env, cwd=str(self.ws.root),
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,

@@ -33,6 +33,7 @@ def can_write(path):
 print(json.dumps({"admin": can_read(".chatbox/token"), "other": can_read(".chatbox/agents/bob.token"),
                   "db": can_read(".chatbox/chatbox.db"), "own": can_read(".chatbox/agents/eve.token"),
                   "toml": can_write("chatbox.toml"), "work": can_write("notes.txt"),
+                  "trail": can_write("dispatch_comms.jsonl"),
                   "pid": os.getpid()}))
 '''
 
@@ -44,7 +45,7 @@ def config(command: list[str], **extra: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_a_turn_cannot_read_the_admin_token_or_rewrite_the_config(fleet):
+def test_a_turn_cannot_read_the_admin_token_or_rewrite_the_config_or_the_trail(fleet):
     script = Path(fleet.root) / "probe.py"
     script.write_text(PROBE)
     fleet.write_config(config([sys.executable, "-I", "-S", str(script)]))
@@ -61,6 +62,7 @@ def test_a_turn_cannot_read_the_admin_token_or_rewrite_the_config(fleet):
     assert seen["db"] == "FileNotFoundError"
     assert seen["own"] is True            # its own token, read-only
     assert seen["toml"] == "OSError"      # read-only file system
+    assert seen["trail"] == "OSError"     # the dispatch trail is the broker's to write
     assert seen["work"] is True           # the workspace is the agent's to work on
     assert seen["pid"] < 10               # its own PID namespace
     assert fleet.ws.config_path.read_text() == before
