@@ -7,6 +7,16 @@ channels and canaries are for their members alone.
 Who creates what: the broker creates the standing channels of ``STANDING`` at every start (so a
 workspace made before one was added gets it too); a human or admin may create any kind; an
 agent may create ad-hoc and private channels only, never a standing channel or a canary.
+
+A refusal never tells an agent more than it may see. A members-only channel it is not in is,
+to it, a channel that does not exist: every request that names one (post, read, subscribe,
+unsubscribe, ack, search or decisions in it) is answered ``not_found`` "no channel #x", word
+for word as for a name that was never created, and before any other check that could tell the
+two apart (archived, subscribed, ...). Creating a channel is the one request that cannot hide a
+name: names are one namespace, so a taken one must be refused. That refusal is one sentence for
+every taken name and every caller ("the name #x is taken"): it confirms that the name is in
+use, as a failed create must, and nothing else: not whether the channel is private, its topic,
+its members or its messages.
 """
 
 from __future__ import annotations
@@ -62,13 +72,23 @@ def subscription(ctx: Ctx, who: str, channel: str) -> tuple[str, str] | None:
                           (who, channel)).fetchone()
 
 
-def require_visible(ctx: Ctx, row: tuple, p: Principal | None = None) -> None:
-    """May ``p`` see this channel at all (post to it, open a thread in it)?"""
+def require_visible(ctx: Ctx, row: tuple, p: Principal | None = None,
+                    field: str = "channel") -> None:
+    """May ``p`` see this channel at all (post to it, open a thread in it)? A members-only
+    channel ``p`` is not in is refused exactly as a missing one is (see the module docstring)."""
     p = p or ctx.principal
     if p.is_human or row[2] not in MEMBERS_ONLY:
         return
     if subscription(ctx, p.name, row[0]) is None:
-        raise Forbidden(f"{row[0]} is {row[2]}: for its members only", field="channel")
+        raise NotFound(f"no channel {row[0]}", field=field)
+
+
+def get_visible(ctx: Ctx, name: str, field: str = "channel") -> tuple:
+    """The row of channel ``name`` if the principal may see it; NotFound, the same, if it does
+    not exist or is members-only and the principal is not in it."""
+    row = get(ctx, name, field)
+    require_visible(ctx, row, field=field)
+    return row
 
 
 def require_human_reader(ctx: Ctx, channel: str) -> None:
@@ -85,6 +105,7 @@ def require_readable(ctx: Ctx, row: tuple) -> None:
     p = ctx.principal
     if p.is_human:
         return
+    require_visible(ctx, row)
     require_human_reader(ctx, row[0])
     if subscription(ctx, p.name, row[0]) is None:
         raise Forbidden(f"not subscribed to {row[0]}: subscribe first to read it", field="channel")
@@ -102,7 +123,8 @@ def create(ctx: Ctx, name: str, topic: str, kind: str) -> wire.ChannelInfo:
         raise Forbidden(f"only a human or admin may create a {kind} channel such as {name}; "
                         "ask one to create it", field="kind")
     if ctx.db.execute("SELECT 1 FROM channels WHERE name = ?", (name,)).fetchone():
-        raise Conflict(f"channel {name} already exists", field="name")
+        # the same sentence for every taken name: nothing about the channel but that it exists
+        raise Conflict(f"the name {name} is taken: choose another", field="name")
     ctx.db.execute("INSERT INTO channels(name, topic, kind, created_by, created_at) "
                    "VALUES (?, ?, ?, ?, ?)", (name, topic, kind, ctx.principal.name, ctx.now))
     if kind == "private":
@@ -115,12 +137,10 @@ def subscribe(ctx: Ctx, channel: str, view: str, wake: str, agent: str | None) -
     if who != ctx.principal.name and not ctx.principal.is_human:
         raise Forbidden("an agent may subscribe only itself", field="agent")
     target = get_principal(ctx.db, who)
-    row = get(ctx, channel)
+    row = get_visible(ctx, channel)  # an agent subscribes only itself: a member re-subscribes
     if channel in HUMANS_ONLY and target[1] == "agent":
         raise Forbidden(f"{channel} is read by humans only; no agent subscribes to it",
                         field="channel")
-    if row[2] in MEMBERS_ONLY and not ctx.principal.is_human and subscription(ctx, who, channel) is None:
-        raise Forbidden(f"{channel} is {row[2]}: a human adds its members", field="channel")
     if row[6]:
         raise Invalid(f"{channel} is archived", field="channel")
     _upsert_subscription(ctx, who, channel, view, wake, row[4])
@@ -147,7 +167,7 @@ def unsubscribe(ctx: Ctx, channel: str, agent: str | None) -> None:
     who = agent or ctx.principal.name
     if who != ctx.principal.name and not ctx.principal.is_human:
         raise Forbidden("an agent may unsubscribe only itself", field="agent")
-    get(ctx, channel)
+    get_visible(ctx, channel)
     if subscription(ctx, who, channel) is None:
         raise NotFound(f"{who} is not subscribed to {channel}", field="channel")
     ctx.db.execute("DELETE FROM subscriptions WHERE principal = ? AND channel = ?", (who, channel))

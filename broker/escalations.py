@@ -5,6 +5,10 @@ evidence; it wakes no agent (a person answers it). A tier-2 post is ``pending`` 
 decides it; while its author has one pending, the author is held: nothing but the decision
 itself is dispatched to it. The decision is a reply in the post's thread, recorded once in
 ``approvals`` (never overwritten), delivered to the author directly, and wakes it.
+
+An agent escalates only about a message it may read (``messages.in_view``), since the
+escalation carries that message's chain; any other is refused as every unreadable message is,
+in one sentence naming neither its channel nor its thread.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import structlog
 
 from chatbox.bus import wire
-from chatbox.broker import messages
+from chatbox.broker import channels, messages
 from chatbox.broker.channels import SYSTEM
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.errors import Conflict, Forbidden, Invalid
@@ -60,7 +64,9 @@ def escalate(ctx: Ctx, reason: str, about: int | None, chain: int | None) -> wir
         raise Invalid("an escalation needs a reason", field="reason")
     messages.check_body(reason, required=True)
     if about is not None:
-        target = messages.get(ctx, about, "post_id")
+        # only about a message the caller may read: any other is refused as every unreadable
+        # message is, naming neither its channel nor its chain
+        target, _ = messages.in_view(ctx, about, "post_id")
         chain = chain if chain is not None else target.chain
     return post_escalation(ctx, author=ctx.principal.name, agent=ctx.principal.name, chain=chain,
                            guardrail="asked_for_help", reason=reason, about=about)
@@ -104,7 +110,11 @@ def decide(ctx: Ctx, seq: int, approve: bool, reason: str | None) -> tuple[wire.
 
 
 def decisions(ctx: Ctx, channel: str | None, limit: int) -> wire.MessagesResult:
+    """The newest decisions the principal may read: in its channels, or on its own posts. A
+    channel it may not see is refused as a missing one."""
     messages.check_limit(limit, wire.MAX_SEARCH)
+    if channel is not None:
+        channels.get_visible(ctx, channel)
     cols = ", ".join("m." + c.strip() for c in messages.COLUMNS.split(","))
     acl = "" if ctx.principal.is_human else (
         " AND (m.channel IN (SELECT channel FROM subscriptions WHERE principal = :me) OR "

@@ -1,7 +1,8 @@
-"""An error never reveals what the caller may not read (issue 13): a message in a private channel
-the caller is not in, or in a thread of #alerts it did not start, is refused with one and the
-same sentence whatever the request and wherever the message is — never naming its channel or
-its thread. Real broker."""
+"""An error never reveals what the caller may not read: a message in a private channel the caller
+is not in, or in a thread of #alerts it did not start, is refused with one and the same sentence
+whatever the request and wherever the message is — never naming its channel or its thread; a
+private or canary channel it is not in is answered word for word as a channel that does not
+exist, so its name cannot be probed. Real broker."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from chatbox.bus.errors import Refused
 
 @pytest.fixture
 def world(fleet):
-    """kim, an agent of #general only; #secret, private, with a post and a reply in it; a
-    human's post in #alerts."""
+    """kim, an agent of #general only; #secret, private, with a post and a reply in it; #honey,
+    a canary; a human's post in #alerts."""
     fleet.client().call(wire.CreateChannel(name="#secret", topic="members only", kind="private"))
+    fleet.client().call(wire.CreateChannel(name="#honey", topic="a trap", kind="canary"))
     fleet.add_agent("kim", "#general")
     post = fleet.post("#secret", "members only")
     reply = fleet.post(None, "a reply, members only", in_reply_to=post.seq)
@@ -35,6 +37,7 @@ REQUESTS = {
                                                       body="hi"),
     "get_post": lambda seq: wire.GetPost(seq=seq),
     "pin": lambda seq: wire.SetFlag(seq=seq, action="pin"),
+    "escalate about it": lambda seq: wire.Escalate(reason="look at this", seq=seq),
 }
 
 
@@ -72,3 +75,57 @@ def test_status_shows_an_agent_no_more_of_the_others_than_the_roster_does(world,
     assert bob.offsets == {} and bob.supervisor is None
     assert [s.channel for s in bob.subscriptions] == ["#general"]
     assert bob == {a.name: a for a in kim.call(wire.ListAgents()).agents}["bob"]
+
+
+def test_an_escalation_about_a_readable_message_takes_its_chain(world, fleet):
+    """What an agent may read it may escalate about; what it may not, no escalation is made of
+    (the refusal above stores nothing in #alerts)."""
+    kim, seqs = world
+    before = fleet.read("#alerts")[-1].seq
+    with pytest.raises(Refused):
+        kim.call(wire.Escalate(reason="what is this chain?", seq=seqs["reply"]))
+    assert fleet.read("#alerts")[-1].seq == before
+    public = fleet.post("#general", "a plan")
+    escalation = kim.call(wire.Escalate(reason="this plan worries me", seq=public.seq)).message
+    assert (escalation.channel, escalation.chain) == ("#alerts", public.chain)
+
+
+CHANNEL_REQUESTS = {
+    "post": lambda ch: wire.Post(channel=ch, body="let me in"),
+    "read": lambda ch: wire.Read(channel=ch),
+    "subscribe": lambda ch: wire.Subscribe(channel=ch),
+    "unsubscribe": lambda ch: wire.Unsubscribe(channel=ch),
+    "search in it": lambda ch: wire.Search(query="members", channel=ch),
+    "decisions in it": lambda ch: wire.Decisions(channel=ch),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CHANNEL_REQUESTS))
+@pytest.mark.parametrize("channel", ["#secret", "#honey"])
+def test_a_channel_the_caller_may_not_see_is_answered_as_a_missing_one(world, what, channel):
+    kim, _ = world
+    answers = {}
+    for name in (channel, "#nowhere"):
+        with pytest.raises(Refused) as refused:
+            kim.call(CHANNEL_REQUESTS[what](name))
+        exc = refused.value
+        answers[name] = (exc.code, exc.field, exc.message.replace(name, "#x"))
+    assert answers[channel] == answers["#nowhere"] == ("not_found", "channel", "no channel #x")
+
+
+def test_a_member_and_a_human_still_get_the_channel(world, fleet):
+    """The other side of the same rule: a member reads, posts, unsubscribes; a human adds it."""
+    kim, _ = world
+    fleet.client().call(wire.Subscribe(channel="#secret", agent="kim"))
+    assert kim.call(wire.Post(channel="#secret", body="in at last")).message.channel == "#secret"
+    assert kim.call(wire.Read(channel="#secret")).messages[-1].body == "in at last"
+    kim.call(wire.Unsubscribe(channel="#secret"))
+    with pytest.raises(Refused, match="^no channel #secret$"):
+        kim.call(wire.Read(channel="#secret"))
+
+
+def test_creating_a_taken_name_says_only_that_it_is_taken(world):
+    kim, _ = world
+    said = {name: refusal(kim, wire.CreateChannel(name=name, topic="mine", kind="private"))
+            for name in ("#secret", "#honey", "#general")}
+    assert said == {name: f"the name {name} is taken: choose another" for name in said}

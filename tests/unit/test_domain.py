@@ -109,6 +109,19 @@ def test_creating_an_existing_channel_is_a_conflict(hub):
     assert (err.code, err.field) == ("conflict", "name")
 
 
+def test_a_taken_name_is_refused_in_one_sentence_whatever_the_channel(hub):
+    """A create must refuse a taken name, but says no more: a private channel the caller is not
+    in is refused in the same words as a public one, naming neither its kind nor its topic."""
+    kim = hub.add_agent("kim", "#general")
+    bob = hub.add_agent("bob", "#general")
+    hub.ok(wire.CreateChannel(name="#secret", topic="the merger", kind="private"), kim)
+    hub.ok(wire.CreateChannel(name="#open", topic="anyone"), kim)
+    for name in ("#secret", "#open"):
+        err = hub.err(wire.CreateChannel(name=name, topic="mine", kind="private"), bob)
+        assert (err.code, err.field, err.message) == (
+            "conflict", "name", f"the name {name} is taken: choose another")
+
+
 # --------------------------------------------------------------------------- messages and threads
 
 
@@ -209,17 +222,22 @@ def test_an_agent_may_get_a_post_in_an_unsubscribed_public_channel(hub):
 
 
 def test_a_private_channel_is_invisible_to_non_members(hub):
-    """DESIGN §7: private channels are for their members alone."""
+    """DESIGN §7: private channels are for their members alone; to anyone else a private
+    channel is answered exactly as one that does not exist (its name cannot be probed)."""
     kim = hub.add_agent("kim", "#general")
     bob = hub.add_agent("bob", "#general")
     hub.ok(wire.CreateChannel(name="#secret", topic="x", kind="private"), kim)
     post = hub.post("#secret", "b", kim, kind="post", title="t")
     assert "#secret" not in [c.name for c in hub.ok(wire.Rooms(), bob).channels]
-    assert hub.err(wire.GetPost(seq=post.seq), bob).code == "forbidden"
-    assert hub.err(wire.Post(channel="#secret", body="let me in"), bob).code == "forbidden"
-    assert hub.err(wire.Read(channel="#secret"), bob).code == "forbidden"
-    assert hub.err(wire.Subscribe(channel="#secret"), bob).code == "forbidden"
+    assert hub.err(wire.GetPost(seq=post.seq), bob).code == "forbidden"  # seqs are global
     assert hub.err(wire.Post(body="r", in_reply_to=post.seq), bob).code == "forbidden"
+    for name in ("#secret", "#nowhere"):
+        for req in (wire.Post(channel=name, body="let me in"), wire.Read(channel=name),
+                    wire.Subscribe(channel=name), wire.Unsubscribe(channel=name),
+                    wire.Search(query="b", channel=name), wire.Decisions(channel=name)):
+            err = hub.err(req, bob)
+            assert (err.code, err.field, err.message) == ("not_found", "channel",
+                                                          f"no channel {name}"), req
     hits = hub.ok(wire.Search(query="b"), bob).messages
     assert post.seq not in [m.seq for m in hits]
 
