@@ -183,13 +183,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE agent_state ADD COLUMN supervisor_pid INTEGER;
     ALTER TABLE agent_state ADD COLUMN supervisor_started INTEGER;
     """,
-    # every per-request query is an index seek bounded by its LIMIT, whatever the backlog.
-    #    `addressed` holds, for each message, whom it addresses (each @name it mentions and the
-    #    author of the post it replies to, never its own author): a wake mode of "mentions"
-    #    reads it instead of testing every unacked message. A trigger fills it, so every insert
-    #    of a message, by any path, is covered; the existing messages are indexed once here.
-    #    The mention words are split on single spaces, as `instr(' ' || mentions || ' ', ...)`
-    #    reads them.
+    # (to version 4) every per-request query an index seek bounded by its LIMIT, whatever the
+    #    backlog. `addressed` holds, for each message, whom it addresses (each @name it mentions
+    #    and the author of the post it replies to, never its own author): a wake mode of
+    #    "mentions" reads it instead of testing every unacked message. A trigger fills it, so
+    #    every insert of a message, by any path, is covered; the messages already stored are
+    #    indexed here, once. Mentions are split on single spaces, as `instr(' ' || mentions ||
+    #    ' ', ' ' || name || ' ')` reads them.
     """
     CREATE TABLE addressed(
         principal TEXT NOT NULL,
