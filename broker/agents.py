@@ -56,10 +56,12 @@ def info(ctx: Ctx, name: str) -> wire.AgentInfo:
 def visible(ctx: Ctx, info: wire.AgentInfo) -> wire.AgentInfo:
     """What the asker may see of an agent: an agent sees another's state and the channels it may
     see itself, not how far the other has read, where its supervisor runs, nor what its last
-    turn said (its output excerpt and cause)."""
+    turn handled and said (its batch, whose seqs may be in channels the asker is not in, its
+    output excerpt and cause)."""
     if ctx.principal.is_human or ctx.principal.name == info.name:
         return info
-    last = info.last_turn and msgspec.structs.replace(info.last_turn, excerpt="", cause=None)
+    last = info.last_turn and msgspec.structs.replace(info.last_turn, excerpt="", cause=None,
+                                                      batch=[])
     shown = [msgspec.structs.replace(s, last_read=0) for s in info.subscriptions
              if channels.subscription(ctx, ctx.principal.name, s.channel) is not None
              or channels.get(ctx, s.channel)[2] not in channels.MEMBERS_ONLY]

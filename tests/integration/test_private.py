@@ -1,6 +1,7 @@
-"""Private stays private (DESIGN §7, issue 13): escalations may quote what only some may read,
-so ``#alerts`` is read by humans only; another agent's roster entry hides its last turn's output
-and cause and the private channels the asker may not see. Against a real broker and supervisor."""
+"""Private stays private (DESIGN §7): escalations may quote what only some may read, so
+``#alerts`` is read by humans only; another agent's roster entry hides its last turn's batch,
+output and cause and the private channels the asker may not see. Against a real broker and
+supervisor."""
 
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ def test_another_agents_roster_entry_hides_its_output_and_private_channels(fleet
     assert mine.excerpt == f"ack {post.seq}"  # a human sees it
     seen = fleet.agent_client("bob").call(wire.ShowAgent(name="kim")).agent
     assert seen.state and seen.last_turn.id == mine.id and seen.last_turn.outcome == "ok"
-    assert (seen.last_turn.excerpt, seen.last_turn.cause, seen.offsets, seen.supervisor) == \
-        ("", None, {}, None)
+    assert mine.batch == [post.seq]  # a human sees what the turn handled
+    assert (seen.last_turn.excerpt, seen.last_turn.cause, seen.last_turn.batch, seen.offsets,
+            seen.supervisor) == ("", None, [], {}, None)
     assert [s.channel for s in seen.subscriptions] == ["#general"]
     listed = {a.name: a for a in fleet.agent_client("bob").call(wire.ListAgents()).agents}
-    assert listed["kim"].last_turn.excerpt == "" and \
+    assert listed["kim"].last_turn.excerpt == "" and listed["kim"].last_turn.batch == [] and \
         [s.channel for s in listed["kim"].subscriptions] == ["#general"]
     own = fleet.agent_client("kim").call(wire.ShowAgent(name="kim")).agent
     assert own.last_turn.excerpt == f"ack {post.seq}" and len(own.subscriptions) == 2
