@@ -47,14 +47,18 @@ class Queue(Listener):
     (the stream then ends, and its client resumes with Last-Event-ID)."""
 
     def __init__(self, size: int = 10_000):
-        self.queue: asyncio.Queue[wire.Event] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[wire.Event | None] = asyncio.Queue(size)
         self.overflowed = False
 
-    def push(self, event: wire.Event) -> None:
+    def push(self, event: wire.Event | None) -> None:
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
+
+    def close(self) -> None:
+        """End the stream: its reader gets None (or finds it overflowed)."""
+        self.push(None)
 
 
 class Signal(Listener):

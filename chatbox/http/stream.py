@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import msgspec
 from starlette.responses import StreamingResponse
@@ -34,49 +35,63 @@ from chatbox.http.routes import Ctx
 REPLAY_MAX = 5_000
 PAGE = wire.MAX_LIMIT
 MEMO = 8_192
+LIVE_PAGE = 100
 _encoder = msgspec.json.Encoder()
 
 
+class Page(NamedTuple):
+    items: list[tuple[int, bytes]]   # (seq, the message's JSON), oldest first
+    more: bool
+
+
 class Fetcher:
-    """Message ``seq`` as the token's principal may read it (None if it may not), fetched once
-    however many of that principal's streams ask at the same moment."""
+    """What a principal may read, fetched once however many of its streams ask at once.
+
+    A page is fetched for an event (its key holds the event's seq), so it was read after that
+    event's commit and holds it; every stream of the principal at the same cursor shares it, and
+    each message is encoded to JSON once for all of them.
+    """
 
     def __init__(self, bridge: Bridge):
         self.bridge = bridge
-        self._memo: OrderedDict[tuple[str, int], asyncio.Task] = OrderedDict()
+        self._memo: OrderedDict[tuple, asyncio.Task] = OrderedDict()
 
-    def get(self, token: str, key: str, event: wire.MessageEvent) -> asyncio.Task:
-        memo_key = (key, event.seq)
+    def _once(self, memo_key: tuple, make) -> asyncio.Task:
         task = self._memo.get(memo_key)
         if task is None:
-            task = asyncio.ensure_future(self._fetch(token, event))
-            self._memo[memo_key] = task
+            task = self._memo[memo_key] = asyncio.ensure_future(make())
             while len(self._memo) > MEMO:
                 self._memo.popitem(last=False)
         return task
 
-    async def _fetch(self, token: str, ev: wire.MessageEvent) -> bytes | None:
-        """The message's JSON (encoded once for all the streams that send it), or None."""
-        m = await self._read(token, ev)
-        return None if m is None else _encoder.encode(shapes.message(m))
+    def page(self, token: str, key: str, channel: str, since: int, seen: int) -> asyncio.Task:
+        """The messages of ``channel`` after ``since`` (None: the principal may not read it),
+        read after event ``seen`` arrived."""
+        return self._once((key, channel, since, seen),
+                          lambda: self._page(token, channel, since))
 
-    async def _read(self, token: str, ev: wire.MessageEvent) -> wire.Message | None:
+    def decision(self, token: str, key: str, seq: int) -> asyncio.Task:
+        """Decision ``seq`` on the principal's own post, in a channel it does not read."""
+        return self._once((key, "decision", seq), lambda: self._decision(token, seq))
+
+    async def _page(self, token: str, channel: str, since: int) -> Page | None:
         try:
-            page = await self.bridge.call(token, wire.Read(channel=ev.channel, since=ev.seq - 1,
-                                                           limit=1))
+            res = await self.bridge.call(token, wire.Read(channel=channel, since=since,
+                                                          limit=LIVE_PAGE))
         except ProblemError as exc:
-            if exc.code not in ("forbidden", "not_found"):
-                raise
-            if ev.kind != "decision":
+            if exc.code in ("forbidden", "not_found"):
                 return None
-            # a decision on the caller's own post, in a channel it does not read (#alerts)
-            try:
-                thread = await self.bridge.call(token, wire.GetPost(seq=ev.seq))
-            except ProblemError:
-                return None
-            return next((m for m in thread.replies if m.seq == ev.seq), None)
-        first = page.messages[0] if page.messages else None
-        return first if first is not None and first.seq == ev.seq else None
+            raise
+        return Page([(m.seq, _encoder.encode(shapes.message(m))) for m in res.messages],
+                    res.more)
+
+    async def _decision(self, token: str, seq: int) -> bytes | None:
+        try:
+            thread = await self.bridge.call(token, wire.GetPost(seq=seq))
+        except ProblemError:
+            return None
+        m = next((m for m in thread.replies if m.seq == seq), None)
+        return None if m is None else _encoder.encode(shapes.message(m))
 
 
 # --------------------------------------------------------------------------- /v1/wait
@@ -172,32 +187,59 @@ async def events(ctx: Ctx) -> StreamingResponse:
 
 async def _stream(ctx: Ctx, who: wire.PrincipalResult, queue: Queue, start: int,
                   backlog: list[wire.Message], complete: bool) -> AsyncIterator[bytes]:
+    """Each message event is a hint to read its channel on from the stream's cursor there (the
+    tail pattern): a hint lost or coalesced costs nothing, the next one in the channel reads
+    what was missed."""
     hub, fetcher, caller = ctx.srv.hub, ctx.srv.fetcher, ctx.caller
-    key = caller.key
-    cursor = start
+    key, token = caller.key, caller.token
+    cursors: dict[str, int] = {}
+    unreadable: set[str] = set()
+    top = start
+    watcher = asyncio.ensure_future(_until_gone(ctx, queue))
     try:
         yield b"retry: 2000\n: live\n\n"
-        sent = set()
         for m in backlog:
-            cursor = max(cursor, m.seq)
-            sent.add(m.seq)
-            yield frame("message", shapes.message(m), cursor)
+            cursors[m.channel] = top = max(top, m.seq)
+            yield frame("message", shapes.message(m), top)
         if not complete:
             return
         while not queue.overflowed:
             ev = await queue.queue.get()
-            if isinstance(ev, wire.MessageEvent):
-                if ev.seq <= start or ev.seq in sent:
-                    continue
-                try:
-                    data = await fetcher.get(caller.token, key, ev)
-                except ProblemError:
-                    return  # the token was revoked, or the broker is gone: the client retries
-                if data is None:
-                    continue
-                cursor = max(cursor, ev.seq)
-                yield frame("message", data, cursor)
-            elif isinstance(ev, wire.AgentEvent):
-                yield frame("agent", agent_data(ev, who), cursor)
+            if ev is None:
+                return  # the client has gone
+            if isinstance(ev, wire.AgentEvent):
+                yield frame("agent", agent_data(ev, who), top)
+                continue
+            if not isinstance(ev, wire.MessageEvent) or ev.seq <= cursors.get(ev.channel, start):
+                continue
+            try:
+                while ev.channel not in unreadable:
+                    page = await fetcher.page(token, key, ev.channel,
+                                              cursors.get(ev.channel, start), ev.seq)
+                    if page is None:
+                        unreadable.add(ev.channel)
+                        break
+                    for seq, data in page.items:
+                        cursors[ev.channel] = seq
+                        top = max(top, seq)
+                        yield frame("message", data, top)
+                    if not page.more or not page.items:
+                        break
+                if ev.channel in unreadable and ev.kind == "decision":
+                    data = await fetcher.decision(token, key, ev.seq)
+                    if data is not None:
+                        top = max(top, ev.seq)
+                        yield frame("message", data, top)
+            except ProblemError:
+                return  # the token was revoked, or the broker is gone: the client retries
     finally:
+        watcher.cancel()
         hub.remove(queue)
+
+
+async def _until_gone(ctx: Ctx, queue: Queue) -> None:
+    """Wake the stream when its client disconnects: an idle stream writes nothing, so it would
+    otherwise learn of it only at its next event."""
+    while (await ctx.request.receive())["type"] != "http.disconnect":
+        pass
+    queue.close()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 
 import anyio
+import httpx
 import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -19,14 +21,29 @@ TIMEOUT = 10.0
 
 
 class Stream:
-    """An SSE connection read by a thread: ``next()`` is the next event, bounded."""
+    """An SSE connection read by a thread: ``next()`` is the next event, bounded.
 
-    def __init__(self, client, headers: dict | None = None):
+    A raw socket speaking HTTP/1.0 (the body then ends with the connection, unchunked), so that
+    ``close`` really shuts the connection down and the server sees its client go."""
+
+    def __init__(self, client: httpx.Client, headers: dict | None = None):
         self._events: queue.Queue = queue.Queue()
         self._held: list[dict] = []
         self.live = threading.Event()
-        self._cm = client.stream("GET", "/v1/events", headers=headers or {}, timeout=None)
-        self.response = self._cm.__enter__()
+        url = client.base_url
+        self._sock = socket.create_connection((url.host, url.port), timeout=TIMEOUT)
+        head = {"Host": f"{url.host}:{url.port}", **client.headers, **(headers or {})}
+        lines = [f"GET /v1/events HTTP/1.0"] + [f"{k}: {v}" for k, v in head.items()
+                                                 if k.lower() in ("host", "authorization",
+                                                                  "last-event-id")]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self._file = self._sock.makefile("rb")
+        status = self._file.readline().decode()
+        self.headers: dict[str, str] = {}
+        while (line := self._file.readline().decode().strip()):
+            key, _, value = line.partition(":")
+            self.headers[key.lower()] = value.strip()
+        assert " 200 " in status, status
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         assert self.live.wait(TIMEOUT), "the stream never said it was live"
@@ -34,7 +51,9 @@ class Stream:
     def _read(self) -> None:
         event: dict = {}
         try:
-            for line in self.response.iter_lines():
+            self._sock.settimeout(None)
+            for raw in self._file:
+                line = raw.decode().rstrip("\n")
                 if line.startswith(": live"):
                     self.live.set()
                 elif not line:
@@ -44,7 +63,7 @@ class Stream:
                 elif ":" in line:
                     key, _, value = line.partition(":")
                     event[key] = value.strip()
-        except Exception:
+        except OSError:
             pass
         self._events.put(None)
 
@@ -62,7 +81,13 @@ class Stream:
             self._held.append(ev)
 
     def close(self) -> None:
-        self._cm.__exit__(None, None, None)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._thread.join(TIMEOUT)
+        self._file.close()
+        self._sock.close()
 
 
 def test_events_carry_only_what_the_caller_may_read_and_resume_by_id(served):
@@ -71,7 +96,7 @@ def test_events_carry_only_what_the_caller_may_read_and_resume_by_id(served):
     mine = Stream(bot)
     human = Stream(served.admin())
     try:
-        assert mine.response.headers["content-type"].startswith("text/event-stream")
+        assert mine.headers["content-type"].startswith("text/event-stream")
         fleet.post("#dispatch", "for humans and dispatch subscribers")   # bot may not read it
         sent = fleet.post("#general", "<b>hello</b> @bot")
         got = mine.next()
