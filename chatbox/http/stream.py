@@ -5,9 +5,10 @@ waiting clients hold no thread and delay no other request. Both follow the order
 nothing: listen first, then read through the broker, then wait — a message that commits between
 the read and the wait has already been seen by the listener.
 
-``/v1/events`` sends ``event: message`` with the whole message, fetched with the caller's own
-token, so only what the caller may read is ever sent; one fetch per principal and message is
-shared by all of that principal's streams. ``event: agent`` carries ``{agent, state, paused,
+``/v1/events`` sends ``event: message`` with the whole message, read with the caller's own
+token, so only what the caller may read is ever sent. A message event is a hint to read its
+channel on from the stream's cursor there, so a lost hint costs nothing; one read per principal,
+cursor and event is shared by all of that principal's streams. ``event: agent`` carries ``{agent, state, paused,
 turn, cause}`` (another agent's cause is shown to humans only, as in the roster). Every event's
 ``id`` is the highest message seq the stream has sent, so ``Last-Event-ID`` resumes the messages
 after it: they are replayed (at most ``REPLAY_MAX``; past that the stream ends after them and the
