@@ -90,24 +90,28 @@ def test_an_escalation_about_a_readable_message_takes_its_chain(world, fleet):
     assert (escalation.channel, escalation.chain) == ("#alerts", public.chain)
 
 
-CHANNEL_REQUESTS = {
-    "post": lambda ch: wire.Post(channel=ch, body="let me in"),
-    "read": lambda ch: wire.Read(channel=ch),
-    "subscribe": lambda ch: wire.Subscribe(channel=ch),
-    "unsubscribe": lambda ch: wire.Unsubscribe(channel=ch),
-    "search in it": lambda ch: wire.Search(query="members", channel=ch),
-    "decisions in it": lambda ch: wire.Decisions(channel=ch),
-}
+CHANNEL_REQUESTS = [
+    pytest.param(lambda ch: wire.Post(channel=ch, body="let me in"), id="post"),
+    pytest.param(lambda ch: wire.Read(channel=ch), id="read"),
+    pytest.param(lambda ch: wire.Subscribe(channel=ch), id="subscribe"),
+    pytest.param(lambda ch: wire.Unsubscribe(channel=ch), id="unsubscribe"),
+    pytest.param(lambda ch: wire.Search(query="members", channel=ch), id="search in it"),
+    pytest.param(lambda ch: wire.Decisions(channel=ch), id="decisions in it"),
+    pytest.param(lambda ch: wire.Ack(channel=ch, up_to=1), id="ack", marks=pytest.mark.xfail(
+        strict=True, reason="offsets.ack refuses 'not subscribed' before it asks whether the "
+                            "caller may see the channel")),
+]
 
 
-@pytest.mark.parametrize("what", sorted(CHANNEL_REQUESTS))
+@pytest.mark.parametrize("request_for", CHANNEL_REQUESTS)
 @pytest.mark.parametrize("channel", ["#secret", "#honey"])
-def test_a_channel_the_caller_may_not_see_is_answered_as_a_missing_one(world, what, channel):
+def test_a_channel_the_caller_may_not_see_is_answered_as_a_missing_one(world, request_for,
+                                                                      channel):
     kim, _ = world
     answers = {}
     for name in (channel, "#nowhere"):
         with pytest.raises(Refused) as refused:
-            kim.call(CHANNEL_REQUESTS[what](name))
+            kim.call(request_for(name))
         exc = refused.value
         answers[name] = (exc.code, exc.field, exc.message.replace(name, "#x"))
     assert answers[channel] == answers["#nowhere"] == ("not_found", "channel", "no channel #x")
