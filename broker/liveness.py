@@ -7,14 +7,28 @@ keeps host, pid and start time in ``agent_state`` beside the supervisor's id, an
 for it (Linux ≥ 5.3), which the request loop polls beside its sockets: it becomes readable the
 moment the process exits. After its own restart the broker looks at each process it kept (is it
 still there, with the same start time?) and watches the ones that are, so another supervisor's
-Hello for the same agent is refused while the first runs. A supervisor on another host (or a
-platform without pidfds or ``/proc``) is noticed by its fresh Hello when it restarts.
+Hello for the same agent is refused while the first runs.
+
+A supervisor on another host (over ``tcp://``; or one that cannot be watched here, for want of
+pidfds or ``/proc``) subscribes, before its Hello, to a topic of its own (``alive_topic``) on
+the broker's XPUB, and makes sure the subscription is live before it says Hello. Its event
+connection carries ZMTP heartbeats; when it ends — the process died and its host closed it, or
+the link went silent for ``heartbeat_timeout`` after a ping (ping every ``heartbeat``) — the XPUB
+gives the unsubscription of that topic, in order with the subscriptions, and the supervisor is
+recorded gone like an exited one: its turn lost and redelivered. So a remote supervisor's death
+is noticed within ``heartbeat + heartbeat_timeout`` seconds (40 by default), at once if its host
+still runs. After a restart of the broker, a remote supervisor that died meanwhile is noticed by
+its successor's Hello.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+
+from chatbox.bus.client import alive_topic
+
+_ALIVE = alive_topic("")[:-1]  # the prefix of every alive topic (without the terminating NUL)
 
 
 def start_time(pid: int) -> int | None:
@@ -67,6 +81,14 @@ class Liveness:
     def is_alive(self, supervisor: str) -> bool | None:
         """True while a watched supervisor runs; None when it cannot be watched from here."""
         return True if supervisor in self._fd_of else None
+
+    def on_subscription(self, frame: bytes) -> str | None:
+        """A subscription frame of the XPUB: the supervisor it shows gone (its alive topic
+        unsubscribed), unless that supervisor is watched here by its pidfd; else None."""
+        if not frame.startswith(b"\x00" + _ALIVE) or not frame.endswith(b"\0"):
+            return None
+        sup = frame[1 + len(_ALIVE):-1].decode("utf-8", "replace")
+        return None if sup in self._fd_of else sup
 
     def fds(self) -> list[int]:
         return list(self._sup_of)

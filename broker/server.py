@@ -10,6 +10,14 @@ commit each), so big reads never pile up in the broker's memory.
 A commit that fails (a full disk) stores nothing: every write of its group is refused as
 transient, saying so, while its reads are answered again outside it — what they mark delivered
 is held in memory (``messages.HeldMarks``) and written by the next commit that succeeds.
+
+Over ``tcp://`` both listeners are CurveZMQ servers (``chatbox.bus.curve``): without the
+broker's key pair the broker refuses to start, in one line; the allow-list is asked through ZAP,
+answered by pyzmq's authenticator in a thread of its own (the one thread beside the loop; it
+reads only the key files). The events socket is then an XPUB, whose subscription frames the loop
+reads too: a supervisor on another host subscribes to its own ``alive`` topic, so the frame
+that unsubscribes it says its event connection ended (closed, or dropped by the heartbeat), and
+its turn is recorded lost (``broker/liveness.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +28,9 @@ import apsw
 import structlog
 import zmq
 
-from chatbox.bus import wire
+from chatbox.bus import curve, wire
 from chatbox.bus.client import configure
-from chatbox.bus.endpoints import Endpoints, check, ipc_path
+from chatbox.bus.endpoints import Endpoints, check, ipc_path, is_tcp
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.handlers import Handlers, _error, _salvage_rid, is_disk_full
 from chatbox.broker.messages import HeldMarks
@@ -50,9 +58,12 @@ class Server:
         self.ctx = context or zmq.Context.instance()
         self.endpoints = endpoints
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.pub = self.ctx.socket(zmq.PUB)
-        configure(self.router, endpoints.request)
-        configure(self.pub, endpoints.events)
+        # over tcp an XPUB: its unsubscriptions say which remote supervisors are gone
+        self.xpub = is_tcp(endpoints.events)
+        self.pub = self.ctx.socket(zmq.XPUB if self.xpub else zmq.PUB)
+        configure(self.router, endpoints.request, endpoints)
+        configure(self.pub, endpoints.events, endpoints)
+        self.auth: curve.Authenticator | None = None  # the ZAP handler, over tcp
         self.router.maxmsgsize = wire.MAX_FRAME  # a larger frame: the peer is disconnected
         self.router.sndhwm = wire.MAX_QUEUED_REPLIES
         Gate.prepare(self.router)
@@ -69,8 +80,11 @@ class Server:
         self.trail: Trail | None = None  # the dispatch trail, set by main: fed after each commit
 
     def bind(self) -> None:
-        for endpoint, sock in self._bound():
+        for endpoint, _ in self._bound():
             check(endpoint)
+        if self.endpoints.tcp:
+            self._secure()
+        for endpoint, sock in self._bound():
             path = ipc_path(endpoint)
             if path is not None:
                 path.unlink(missing_ok=True)  # stale: we hold the workspace lock
@@ -79,6 +93,26 @@ class Server:
                 path.chmod(0o600)
         self.sockwatch = SocketWatch([p for e, _ in self._bound() if (p := ipc_path(e))])
         self.gate = Gate(self._bound())
+
+    def _secure(self) -> None:
+        """Make every tcp listener a CURVE server admitting the allow-list (through ZAP), or
+        raise CurveError naming the endpoint and the fix."""
+        tcp = [(e, sock) for e, sock in self._bound() if is_tcp(e)]
+        where = self.endpoints.curve
+        try:
+            if where is None:
+                raise curve.CurveError("over tcp the bus is CurveZMQ only, and no key "
+                                       "directory was given")
+            keys = curve.server_keys(where)
+        except curve.CurveError as exc:
+            raise curve.CurveError(f"refusing to bind {tcp[0][0]}: {exc}") from None
+        allow = curve.AllowList(where, on_refused=lambda key: log.warning(
+            "curve_refused", key=key, reason="a client key not in the allow-list"))
+        self.auth = curve.Authenticator(self.ctx, allow)
+        self.auth.start()  # bound before the listeners: no handshake escapes it
+        for _, sock in tcp:
+            curve.serve(sock, keys)
+        log.info("curve", public_key=keys.public.decode(), allowed=sorted(curve.allowed(where)))
 
     def _bound(self) -> list[tuple[str, zmq.Socket]]:
         return [(self.endpoints.request, self.router), (self.endpoints.events, self.pub)]
@@ -122,6 +156,8 @@ class Server:
             poller.register(removals, zmq.POLLIN)
         for monitor in self.gate.monitors:
             poller.register(monitor, zmq.POLLIN)
+        if self.xpub:
+            poller.register(self.pub, zmq.POLLIN)
         liveness = self.handlers.dispatcher.liveness
         watched: set[int] = set()
         while not self.stopping:
@@ -140,8 +176,25 @@ class Server:
             for fd in exited:
                 poller.unregister(fd)
                 watched.discard(fd)
-            if exited or self.router in ready:
-                self.process(self._drain() if self.router in ready else [], exited)
+            gone = self._unsubscribed()  # before the requests: a Hello after its subscription
+            if exited or gone or self.router in ready:
+                self.process(self._drain() if self.router in ready else [], exited, gone)
+
+    def _unsubscribed(self) -> list[str]:
+        """The XPUB's subscription frames read; the remote supervisors whose ``alive`` topic
+        they unsubscribe (their event connection ended)."""
+        gone: list[str] = []
+        if not self.xpub:
+            return gone
+        liveness = self.handlers.dispatcher.liveness
+        while self.pub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            sup = liveness.on_subscription(self.pub.recv(zmq.NOBLOCK))
+            if sup is not None:
+                log.info("supervisor_disconnected", supervisor=sup,
+                         reason="its event connection ended (closed, or silent past the "
+                                "heartbeat timeout)")
+                gone.append(sup)
+        return gone
 
     def _drain(self) -> list[list[bytes]]:
         """Every request already queued, up to MAX_BATCH or REQUEST_BUDGET bytes: one group
@@ -156,12 +209,15 @@ class Server:
             size += sum(len(f) for f in frames)
         return batch
 
-    def process(self, batch: list[list[bytes]], exited: list[int] = ()) -> None:
+    def process(self, batch: list[list[bytes]], exited: list[int] = (),
+                gone: list[str] = ()) -> None:
         """Answer ``batch`` in groups: each one transaction, one commit, then its replies sent —
         a group ends early once its replies hold REPLY_BUDGET bytes, so the replies held at
-        once stay bounded however big the reads of the batch."""
+        once stay bounded however big the reads of the batch. ``exited`` (pidfds readable) and
+        ``gone`` (remote supervisors disconnected) are recorded first."""
         liveness = self.handlers.dispatcher.liveness
         self._exits.extend(sup for fd in exited if (sup := liveness.exited(fd)) is not None)
+        self._exits.extend(gone)
         done = 0
         while True:
             done = self._group(batch, done, time.time())
@@ -263,6 +319,8 @@ class Server:
         self.signals.close()
         self.router.close(linger=0)
         self.pub.close(linger=100)
+        if self.auth is not None:
+            self.auth.stop()
         for endpoint in (self.endpoints.request, self.endpoints.events):
             path = ipc_path(endpoint)
             if path is not None:

@@ -4,6 +4,12 @@ Requests have a deadline per attempt and an overall deadline. On a timeout the D
 with linger 0 and a new one is opened (a lost reply is never read by the next request), and the
 request is sent again with the same idempotency key, so a retry is answered with the first
 result. Retries back off exponentially with a cap (tenacity).
+
+Over ``tcp://`` every socket is a CURVE client that pins the broker's public key
+(``chatbox.bus.curve``), so nothing — no token — is sent to a peer that has not proved it is
+the broker. A handshake the broker refuses (this host's key is not in its allow-list) or that
+fails (the peer is not the broker whose key is pinned) is said in the error, not left as
+silence.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from collections.abc import Iterable
 
 import tenacity
 import zmq
+import zmq.utils.monitor
 
-from chatbox.bus import wire
-from chatbox.bus.endpoints import Endpoints, ipc_path
+from chatbox.bus import curve, wire
+from chatbox.bus.endpoints import Endpoints, ipc_path, is_tcp
 from chatbox.bus.codes import is_transient
 from chatbox.bus.errors import ProtocolError, Refused, Transient, Unauthorized, Unreachable
 
@@ -30,16 +37,52 @@ def new_key() -> str:
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
 
 
-def configure(sock: zmq.Socket, endpoint: str) -> None:
+# what a tcp client's monitor reports of a handshake that did not succeed
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+FULL_SUFFIX = ".full"  # where the broker moves a socket file at its descriptor limit
+
+
+def alive_topic(supervisor: str) -> bytes:
+    """The topic a supervisor subscribes to and the broker never publishes on: the broker's
+    XPUB sees it unsubscribed when the supervisor's event connection ends (closed, or dropped
+    by the heartbeat), which is how a supervisor on another host is known to be gone."""
+    return wire.topic("alive", supervisor)
+
+
+def configure(sock: zmq.Socket, endpoint: str, endpoints: Endpoints | None = None) -> None:
     """The options of every bus socket, the broker's included: no linger, quick reconnects,
-    and heartbeats where a link can die silently (tcp)."""
+    and heartbeats where a link can die silently (tcp): a peer that stops answering is dropped
+    ``heartbeat_timeout_ms`` after a ping, pings going out every ``heartbeat_ms``."""
     sock.linger = 0
     sock.setsockopt(zmq.RECONNECT_IVL, 50)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1_000)
-    if endpoint.startswith("tcp://"):
-        sock.setsockopt(zmq.HEARTBEAT_IVL, wire.HEARTBEAT_IVL_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, wire.HEARTBEAT_TIMEOUT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, wire.HEARTBEAT_TTL_MS)
+    if is_tcp(endpoint):
+        eps = endpoints or Endpoints(endpoint, endpoint)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, eps.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, eps.heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, eps.heartbeat_timeout_ms)
+
+
+def client_socket(ctx: zmq.Context, kind: int, endpoint: str, endpoints: Endpoints) -> zmq.Socket:
+    """A connected client socket; over tcp a CURVE client pinning the broker's key (its keys
+    read now, so keys installed since the last socket are used). CurveError if there are none."""
+    keys = None
+    if is_tcp(endpoint):
+        if endpoints.curve is None:
+            raise curve.CurveError(f"refusing {endpoint}: over tcp the bus is CurveZMQ only, "
+                                   "and no key directory was given")
+        keys = curve.client_keys(endpoints.curve)
+    sock = ctx.socket(kind)
+    try:
+        configure(sock, endpoint, endpoints)
+        if keys is not None:
+            curve.connect_as(sock, keys)
+        sock.connect(endpoint)
+    except BaseException:
+        sock.close(linger=0)
+        raise
+    return sock
 
 
 class BusClient:
@@ -58,6 +101,7 @@ class BusClient:
         self._rids = itertools.count(1)
         self._ipc_path = ipc_path(endpoints.request)
         self._dealer: zmq.Socket | None = None
+        self._watch: zmq.Socket | None = None  # the tcp DEALER's handshake monitor
         self._sub: zmq.Socket | None = None
         self._held: list[tuple[bytes, wire.Event]] = []
 
@@ -85,8 +129,7 @@ class BusClient:
     def _round_trip(self, req: wire.Request, idem: str | None) -> wire.Result:
         if self._dealer is None and self._ipc_path is not None \
                 and not os.path.exists(self._ipc_path):
-            raise Unreachable(f"broker not reachable: no socket at {self._ipc_path} (it is not "
-                              "running, or its socket file was removed: restart it)")
+            raise Unreachable(self._no_socket(self._ipc_path))
         dealer = self._dealer_socket()
         rid = next(self._rids)
         dealer.send(wire.encode(wire.Envelope(v=wire.PROTOCOL_VERSION, rid=rid, token=self.token,
@@ -94,10 +137,11 @@ class BusClient:
         deadline_ms = int(self.attempt_timeout * 1000)
         while True:
             if not dealer.poll(deadline_ms, zmq.POLLIN):
+                failed = self._handshake_failure()
                 self._reset_dealer()
                 raise Unreachable(
                     f"broker did not answer within {self.attempt_timeout:g}s at "
-                    f"{self.endpoints.request}")
+                    f"{self.endpoints.request}{failed}")
             try:
                 reply = wire.reply_decoder.decode(dealer.recv())
             except Exception as exc:  # msgspec.DecodeError, ValidationError
@@ -111,15 +155,42 @@ class BusClient:
             raise cls(err.message, code=err.code, field=err.field)
         return reply.result
 
+    @staticmethod
+    def _no_socket(path: os.PathLike) -> str:
+        if os.path.exists(f"{os.fspath(path)}{FULL_SUFFIX}"):
+            return ("the broker is at its descriptor limit and refuses new connections until "
+                    "some end (raise LimitNOFILE / ulimit -n)")
+        return (f"broker not reachable: no socket at {path} (it is not running, or its socket "
+                "file was removed: restart it)")
+
     def _dealer_socket(self) -> zmq.Socket:
         if self._dealer is None:
-            sock = self._ctx.socket(zmq.DEALER)
-            configure(sock, self.endpoints.request)
-            sock.connect(self.endpoints.request)
+            sock = client_socket(self._ctx, zmq.DEALER, self.endpoints.request, self.endpoints)
+            if is_tcp(self.endpoints.request):
+                self._watch = sock.get_monitor_socket(_HANDSHAKE_FAILED)
             self._dealer = sock
         return self._dealer
 
+    def _handshake_failure(self) -> str:
+        """Why a tcp handshake failed since the DEALER connected, as a clause; "" if none did."""
+        if self._watch is None:
+            return ""
+        why = ""
+        while self._watch.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(self._watch)["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                why = ("; the broker refused this host's CurveZMQ key (not in its allow-list: "
+                       "`chatbox keys issue NAME` on the broker's host)")
+            elif not why:
+                why = ("; the CurveZMQ handshake failed: the peer is not the broker whose key "
+                       "is pinned in server.public")
+        return why
+
     def _reset_dealer(self) -> None:
+        if self._watch is not None:
+            self._dealer.disable_monitor()
+            self._watch.close(linger=0)
+            self._watch = None
         if self._dealer is not None:
             self._dealer.close(linger=0)
             self._dealer = None
@@ -130,10 +201,7 @@ class BusClient:
     def sub_socket(self) -> zmq.Socket:
         """The SUB socket (created and connected on first use), for a caller's own poller."""
         if self._sub is None:
-            sock = self._ctx.socket(zmq.SUB)
-            configure(sock, self.endpoints.events)
-            sock.connect(self.endpoints.events)
-            self._sub = sock
+            self._sub = client_socket(self._ctx, zmq.SUB, self.endpoints.events, self.endpoints)
         return self._sub
 
     def subscribe(self, topics: Iterable[bytes]) -> None:

@@ -37,9 +37,16 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
 
 
+Seconds = Annotated[float, msgspec.Meta(ge=0.1, le=3600)]
+
+
 class BusConfig(_Strict):
     request: str | None = None
     events: str | None = None
+    # tcp only: ZMTP pings every `heartbeat` seconds; a peer silent `heartbeat_timeout` seconds
+    # after a ping is dropped (a supervisor on another host is then known to be gone)
+    heartbeat: Seconds = 10.0
+    heartbeat_timeout: Seconds = 30.0
 
 
 class LogConfig(_Strict):
@@ -142,8 +149,10 @@ max_output_bytes = 1048576  # output cap of one turn
 max_redeliveries = 3        # a message redelivered more often is escalated instead
 
 # [bus]
-# request = "tcp://127.0.0.1:5710"   # default: ipc sockets in .chatbox/
-# events = "tcp://127.0.0.1:5711"
+# request = "tcp://0.0.0.0:5710"     # default: ipc sockets in .chatbox/; tcp is CurveZMQ only
+# events = "tcp://0.0.0.0:5711"      # (keys: `chatbox keys issue local`, docs/REMOTE.md)
+# heartbeat = 10.0                   # tcp: a peer silent heartbeat + heartbeat_timeout seconds
+# heartbeat_timeout = 30.0           # is dropped, a supervisor on another host then gone
 
 # [agents.kimi]
 # engine = "kimi"           # stub | command | claude | kimi | codex | gemini

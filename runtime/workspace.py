@@ -14,6 +14,8 @@ import os
 import secrets
 from pathlib import Path
 
+import msgspec
+
 from chatbox.bus.bounds import NAME_RE  # the wire's whole-string pattern
 from chatbox.bus.endpoints import Endpoints, default_endpoints
 from chatbox.runtime import env
@@ -125,9 +127,23 @@ class Workspace:
             raise WorkspaceError(
                 f"{self.root} is not a chatbox workspace (no {self.db_path}); run `chatbox init`")
 
+    @property
+    def curve_dir(self) -> Path:
+        """The CurveZMQ keys of the bus over tcp (``chatbox.bus.curve``)."""
+        return self.data / "curve"
+
     def endpoints(self, request: str | None = None, events: str | None = None) -> Endpoints:
+        """The bus endpoints (the ipc defaults unless given); over tcp with this workspace's
+        CURVE key directory and the heartbeats of ``[bus]`` in chatbox.toml."""
         default = default_endpoints(self.data)
-        return Endpoints(request or default.request, events or default.events)
+        eps = Endpoints(request or default.request, events or default.events)
+        if not eps.tcp:
+            return eps
+        from chatbox.runtime.config import load  # (config imports nothing of the workspace)
+        bus = load(self.config_path).bus
+        return msgspec.structs.replace(eps, curve=str(self.curve_dir),
+                                       heartbeat_ms=round(bus.heartbeat * 1000),
+                                       heartbeat_timeout_ms=round(bus.heartbeat_timeout * 1000))
 
     def ensure_data_dir(self) -> None:
         self.data.mkdir(mode=0o700, parents=True, exist_ok=True)

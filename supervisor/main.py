@@ -3,6 +3,10 @@
 This module is the command line; the loop itself is ``chatbox.supervisor.wake_loop.WakeLoop``.
 Exit codes (``chatbox.runtime.exits.Exit``): 0 stopped by a signal after reporting, 1 failed or
 refused, 3 the broker never answered at start, 4 stopped at once by a second signal.
+
+Over ``tcp://`` (a supervisor on another host) it also subscribes to its own ``alive`` topic and
+waits until that subscription is live at the broker before its Hello: the end of its event
+connection is then how the broker knows it is gone (``broker/liveness.py``).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import subprocess
 import structlog
 
 from chatbox.bus import wire
-from chatbox.bus.client import BusClient
-from chatbox.bus.errors import BusError, Refused, Unauthorized, Unreachable
+from chatbox.bus.client import BusClient, alive_topic
+from chatbox.bus.errors import BusError, EndpointError, Refused, Unauthorized, Unreachable
 from chatbox.runtime import env, startup
 from chatbox.runtime.config import ConfigError
 from chatbox.runtime.exits import Exit
@@ -113,8 +117,14 @@ def _run(agent: str, engine: str, client: BusClient, loop: WakeLoop, signals: St
             loop.runner.hub = None
     try:
         client.subscribe([wire.wake_topic(agent)])
+        if client.endpoints.tcp:
+            client.subscribe([alive_topic(loop.id)])
+            client.sync_events(timeout=client.deadline)  # live before the Hello names us
         signals.install()
         loop.hello()
+    except EndpointError as exc:  # over tcp: no CURVE keys here, or unreadable ones
+        startup.say("supervisor", f"{agent}: {exc}")
+        return Exit.FAILED
     except SupervisorError as exc:
         startup.say("supervisor", f"{agent}: {exc}")
         return Exit.FAILED
