@@ -71,7 +71,7 @@ def test_hello_reports_refused_channels_beside_the_subscribed_ones(fleet, kimi):
     res = kimi.call("hello", {"name": "kimi", "phase": "start",
                               "default_channels": ["#general", "#inner", "#dispatch"]})
     assert res["subscribed"] == ["#dispatch", "#general"]
-    assert res["refused"][0]["channel"] == "#inner" and res["refused"][0]["code"] == "forbidden"
+    assert res["refused"][0]["channel"] == "#inner" and res["refused"][0]["code"] == "not_found"
 
 
 def test_a_revoked_token_is_answered_unauthorized(fleet, kimi):
