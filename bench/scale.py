@@ -303,16 +303,19 @@ def run(root: Path, args) -> dict:
         proc, seconds = start_broker(root, n, synchronous=args.synchronous)
         out["starts_s"].append(seconds)
         proc.stop()
-    out["breakdown"] = {}
+    out["breakdown"], out["breakdown_error"] = {}, None
     if not args.no_breakdown:
         print("breakdown (probed broker) ...", file=sys.stderr)
         probe = root / "probe.json"
         proc, _ = start_broker(root, args.restarts + 1, probe, args.synchronous)
         try:
             rec, _ = measure(root, tokens, max(20, args.calls // 2))
+            out["breakdown"] = breakdown(rec, read_batches(probe) if proc.stop(60) == 0 else [])
+        except Exception as exc:  # the probe is for explanations: its failure ends only it
+            tail = proc.log_text().strip().splitlines()[-1:] or [""]
+            out["breakdown_error"] = f"{type(exc).__name__}: {exc} (broker: {tail[0]})"
         finally:
             proc.stop(timeout=60)
-        out["breakdown"] = breakdown(rec, read_batches(probe))
     return out
 
 
@@ -335,6 +338,8 @@ def report(out: dict, mach: dict[str, str], args) -> str:
               table(["request", "calls", "returned", "p50 ms", "p95 ms", "p99 ms", "max ms"],
                     [[name, r["calls"], out["returned"].get(name, ""), r["p50"], r["p95"],
                       r["p99"], r["max"]] for name, r in out["requests"].items()])]
+    if out["breakdown_error"]:
+        lines += ["", f"(no breakdown: the probed broker failed: {out['breakdown_error']})"]
     if out["breakdown"]:
         lines += ["", "## In the broker (probed run): handling a request, and its COMMIT "
                   "(WAL write and fsync)", "",
