@@ -47,7 +47,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        ws, config = startup.begin("supervisor", args.workspace)
+        # the data directory is enough: on another host there is no database, only the
+        # agent's token, the CURVE keys and chatbox.toml
+        ws, config = startup.begin("supervisor", args.workspace, initialised=False)
+        ws.require_data_dir()
         agent_cfg = config.agent(args.agent)
         limits = config.limits_for(args.agent)
         token = env.token() or ws.read_token(ws.agent_token_path(args.agent))

@@ -3,7 +3,8 @@
 The broker is started with a low hard RLIMIT_NOFILE (``prlimit``, so raising it to the hard
 limit at start changes nothing); more clients connect than it has descriptors for. It stays
 alive, a client connected before keeps being served, and once the crowd leaves new clients are
-served again. Real broker, real sockets."""
+served again; a client that finds no socket meanwhile is told the broker is at its descriptor
+limit. Real broker, real sockets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import sys
 import pytest
 
 from chatbox.bus import wire
+from chatbox.bus.client import BusClient
+from chatbox.bus.errors import Unreachable
 from tests.integration.test_bus_abuse import envelope, raw_dealer
 
 CROWD = 400    # connections opened against the broker, more than it has descriptors for
@@ -36,6 +39,12 @@ def test_a_broker_out_of_descriptors_refuses_connections_and_keeps_serving(bare_
             crowd.append(sock)
         refused = broker.wait_log("connections_refused")
         assert refused["limit"] == nofile
+        newcomer = BusClient(fleet.ws.endpoints(), token, attempt_timeout=0.5, deadline=1.0)
+        with pytest.raises(Unreachable) as why:  # told why, not that the socket was removed
+            newcomer.call(wire.Whoami())
+        newcomer.close()
+        assert str(why.value) == ("the broker is at its descriptor limit and refuses new "
+                                  "connections until some end (raise LimitNOFILE / ulimit -n)")
         for i in range(10):  # the client connected before is served while the crowd waits
             assert before.call(wire.Post(channel="#general", body=f"served {i}")).message.seq
         assert broker.returncode is None
