@@ -32,9 +32,6 @@ log = structlog.get_logger("http")
 
 BACKLOG = 2048
 GRACEFUL_STOP = 3.0  # seconds open streams get at a stop before they are cut
-# A bus call's worker thread needs the GIL back to hand its answer to the loop; while the loop
-# is busy with other requests it waits up to the switch interval (5 ms by default) each time.
-SWITCH_INTERVAL = 0.0005
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("ready", url=url, host=args.host, port=port, workspace=str(ws.root))
 
     app = build(server, allowed_hosts(args.host, port, args.allow_host), on_ready=ready)
-    sys.setswitchinterval(SWITCH_INTERVAL)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).setLevel(logging.WARNING)
     uv = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",

@@ -6,8 +6,8 @@ adapter is bound to the principal behind a token (asked of the broker with ``Who
 with that token only. Adapters are kept for the tokens used most recently (at most
 ``MAX_ADAPTERS``; each keeps an event thread for ``listen`` and ``wait``).
 
-Tool calls run in worker threads of their own limiter, apart from the API's: ``listen`` and
-``wait`` block for up to 60 s, and however many do, the API's bus calls never queue behind them.
+Tool calls run in worker threads of their own limiter (the API makes its calls in the loop):
+``listen`` and ``wait`` block for up to 60 s, and however many do, the API never waits for them.
 """
 
 from __future__ import annotations
