@@ -13,6 +13,7 @@ harness's handshake) and writes the port to ``--port-file`` if given. INT or TER
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import socket
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(endpoints, __version__)
 
     def ready() -> None:
+        gc.freeze()  # what start-up made lives as long as the process: no collection scans it
         if args.port_file:
             write_port(args.port_file, port)
         log.info("ready", url=url, host=args.host, port=port, workspace=str(ws.root))
