@@ -175,8 +175,8 @@ class Squatter:
     the client's own mechanism, and for NULL also the READY that lets a client send its
     messages — so a client that did not insist on CURVE would hand it its request."""
 
-    def __init__(self, port: int):
-        self.sock = socket.create_server(("127.0.0.1", port))
+    def __init__(self, port: int, host: str = "127.0.0.1"):
+        self.sock = socket.create_server((host, port))
         self.received = bytearray()
         self.connections = 0
         self._thread = threading.Thread(target=self._serve, daemon=True)
