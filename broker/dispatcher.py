@@ -259,7 +259,8 @@ class Dispatcher:
             batch = self.due(ctx, req.agent, limits.max_batch)
         if batch:
             try:
-                policy.before_turn(req.agent, turns.history(ctx, row), ctx.now)
+                spend = limits.max_tokens_per_day is not None or limits.max_usd_per_day is not None
+                policy.before_turn(req.agent, turns.history(ctx, row, spend=spend), ctx.now)
             except Veto as veto:
                 self.trip(ctx, req.agent, veto, batch[-1].chain)
                 batch = []

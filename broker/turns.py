@@ -160,9 +160,12 @@ def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliverie
     return True
 
 
-def history(ctx: Ctx, row: AgentState, before: int | None = None) -> AgentHistory:
+def history(ctx: Ctx, row: AgentState, before: int | None = None, *,
+            spend: bool = False) -> AgentHistory:
     """What the guardrails remember of an agent: its ended turns since it was last resumed
-    (before turn ``before``, if given), oldest first."""
+    (before turn ``before``, if given), oldest first; with ``spend``, the usage its turns
+    reported over the last day too (summed only for an agent with a spend budget: it costs a
+    row per turn of the day)."""
     rows = ctx.db.execute(
         "SELECT output, started_at, exit_code, cause FROM turns WHERE agent = ? AND id < ? AND "
         "outcome IS NOT NULL AND started_at >= ? ORDER BY id DESC LIMIT ?",
@@ -171,7 +174,7 @@ def history(ctx: Ctx, row: AgentState, before: int | None = None) -> AgentHistor
     tokens, usd = ctx.db.execute(
         "SELECT coalesce(sum(input_tokens + output_tokens), 0), coalesce(sum(cost_usd), 0.0) "
         "FROM turns WHERE agent = ? AND started_at >= ?",
-        (row.agent, max(ctx.now - DAY_SECONDS, row.resumed_at))).fetchone()
+        (row.agent, max(ctx.now - DAY_SECONDS, row.resumed_at))).fetchone() if spend else (0, 0.0)
     return AgentHistory(agent=row.agent, recent_outputs=[r[0] or "" for r in rows],
                         turn_starts=[r[1] for r in rows], consecutive_failures=row.failures,
                         recent_exit_codes=[r[2] for r in rows],

@@ -321,3 +321,47 @@ def test_the_migration_indexes_the_messages_already_stored(tmp_path):
     assert migrated == triggered == [
         ("bob", "#c0", 1), ("eve", "#c0", 1), ("kim", "#c0", 2), ("eve", "#c1", 3),
         ("kim", "#c1", 4), ("kim", "#c1", 5)]
+
+
+# --------------------------------------------------------------------------- a day of turns
+
+
+def _turn(hub, agent: str, body: str, **report) -> wire.ClaimResult:
+    """One post to ``agent`` and the turn that handles it, reported ok with ``report``."""
+    hub.post("#general", body)
+    hello = hub.hello(agent, "sup-1")
+    claimed = hub.claim(agent, "sup-1", hello.epoch)
+    if claimed.turn is not None:
+        hub.report(agent, "sup-1", claimed, **report)
+    return claimed
+
+
+def test_a_spend_budget_still_refuses_the_turn_past_the_days_usage(hub):
+    """The day's usage is summed only for an agent with a spend budget (a row per turn of the
+    day); with one, the claim past the budget opens no turn and pauses the agent."""
+    hub.add_agent("kim", "#general")
+    hub.limits = Limits(max_tokens_per_day=1_000)
+    assert _turn(hub, "kim", "first", output="one", input_tokens=600, output_tokens=500).turn
+    assert _turn(hub, "kim", "second").turn is None
+    info = hub.agent("kim")
+    assert info.paused and "max_tokens_per_day" in info.paused_reason
+
+
+def test_without_a_spend_budget_a_claim_does_not_sum_the_days_turns(hub):
+    """No budget, no sum: a claim reads no more rows after a hundred turns than after one."""
+    hub.add_agent("kim", "#general")
+    hub.limits = Limits(max_turns_per_hour=10_000, repeat_threshold=10_000)
+
+    def claim_work() -> int:
+        hub.post("#general", "more")
+        hello = hub.hello("kim", "sup-1")
+        with Work(hub.store.db) as work:
+            claimed = hub.claim("kim", "sup-1", hello.epoch)
+        hub.report("kim", "sup-1", claimed, output=f"done {claimed.turn}")
+        assert not any("sum(" in sql for sql, _ in work.statements)
+        return work.steps
+
+    first = claim_work()
+    for i in range(100):
+        _turn(hub, "kim", f"message {i}", output=f"output {i}", input_tokens=1)
+    assert claim_work() < 1.5 * first + 5_000
