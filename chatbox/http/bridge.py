@@ -26,7 +26,7 @@ import zmq
 import zmq.asyncio
 
 from chatbox.bus import wire
-from chatbox.bus.client import configure, new_key
+from chatbox.bus.client import client_socket, new_key
 from chatbox.bus.codes import is_transient
 from chatbox.bus.endpoints import Endpoints, ipc_path
 from chatbox.bus.errors import BusError, ProtocolError, Refused, Transient, Unauthorized, \
@@ -44,10 +44,9 @@ MAX_LINKS = 256         # tokens with a link kept open; the least recent are clo
 class Link:
     """One DEALER for one token, in the event loop; replies matched to requests by rid."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str):
-        self.sock = ctx.socket(zmq.DEALER)
-        configure(self.sock, endpoint)
-        self.sock.connect(endpoint)
+    def __init__(self, ctx: zmq.asyncio.Context, endpoints: Endpoints):
+        # over tcp a CURVE client pinning the broker's key, as every bus client is
+        self.sock = client_socket(ctx, zmq.DEALER, endpoints.request, endpoints)
         self.pending: dict[int, asyncio.Future] = {}
         self.window = asyncio.Semaphore(WINDOW)
         self.reader = asyncio.ensure_future(self._read())
@@ -143,7 +142,7 @@ class Bridge:
     def _link(self, token: str) -> Link:
         link = self._links.get(token)
         if link is None:
-            link = self._links[token] = Link(self._ctx, self.endpoints.request)
+            link = self._links[token] = Link(self._ctx, self.endpoints)
             while len(self._links) > MAX_LINKS:
                 self._links.popitem(last=False)[1].close("closed: too many tokens in use")
         self._links.move_to_end(token)

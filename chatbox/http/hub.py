@@ -25,7 +25,7 @@ import structlog
 import zmq
 
 from chatbox.bus import wire
-from chatbox.bus.client import configure
+from chatbox.bus.client import client_socket
 from chatbox.bus.endpoints import Endpoints
 
 log = structlog.get_logger("http")
@@ -153,10 +153,14 @@ class Hub:
 
     # ------------------------------------------------------------------ event thread
     def _run(self) -> None:
-        sub = zmq.Context.instance().socket(zmq.SUB)
-        configure(sub, self.endpoints.events)
-        sub.setsockopt(zmq.RCVHWM, RCVHWM)  # before connecting: it applies to new links only
-        sub.connect(self.endpoints.events)
+        ctx = zmq.Context()
+        ctx.setsockopt(zmq.RCVHWM, RCVHWM)  # set before connecting: it applies to new links
+        try:  # over tcp a CURVE client pinning the broker's key, as every bus client is
+            sub = client_socket(ctx, zmq.SUB, self.endpoints.events, self.endpoints)
+        except Exception as exc:  # chatbox.bus.curve.CurveError: no keys for a tcp bus
+            log.error("events_failed", error=str(exc))
+            ctx.term()
+            return
         for topic in TOPICS:
             sub.setsockopt(zmq.SUBSCRIBE, topic)
         poller = zmq.Poller()
@@ -174,6 +178,7 @@ class Hub:
                 log.error("events_failed", error=str(exc))
         finally:
             sub.close(linger=0)
+            ctx.term()
 
     @staticmethod
     def _drain(sub: zmq.Socket) -> list[wire.Event]:

@@ -47,3 +47,25 @@ def test_a_broker_that_is_down_is_a_503_and_the_server_recovers_with_it(served):
     assert admin.get("/healthz").status_code == 200  # the server itself is up
     served.fleet.start_broker()
     assert admin.get("/v1/rooms").status_code == 200
+
+
+def test_over_a_tcp_bus_the_server_is_a_curve_client_like_any(bare_fleet):
+    from tests.http.conftest import Served
+    from tests.http.test_live import Stream
+    from tests.integration.test_curve import chatbox, tcp_config
+
+    tcp_config(bare_fleet)
+    assert chatbox(bare_fleet.ws, "keys", "issue", "local").returncode == 0
+    bare_fleet.start_broker()
+    served = Served(bare_fleet)
+    try:
+        admin = served.admin()
+        stream = Stream(admin)
+        try:
+            r = admin.post("/v1/channels/%23general/messages", json={"body": "over curve"})
+            assert r.status_code == 201, r.text
+            assert stream.next()["data"]["body"] == "over curve"
+        finally:
+            stream.close()
+    finally:
+        served.close()
