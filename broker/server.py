@@ -64,6 +64,7 @@ class Server:
         configure(self.router, endpoints.request, endpoints)
         configure(self.pub, endpoints.events, endpoints)
         self.auth: curve.Authenticator | None = None  # the ZAP handler, over tcp
+        self._curve_requests = False  # requests over CURVE: each checked against revocation
         self.router.maxmsgsize = wire.MAX_FRAME  # a larger frame: the peer is disconnected
         self.router.sndhwm = wire.MAX_QUEUED_REPLIES
         Gate.prepare(self.router)
@@ -110,6 +111,7 @@ class Server:
             "curve_refused", key=key, reason="a client key not in the allow-list"))
         self.auth = curve.Authenticator(self.ctx, allow)
         self.auth.start()  # bound before the listeners: no handshake escapes it
+        self._curve_requests = is_tcp(self.endpoints.request)
         for _, sock in tcp:
             curve.serve(sock, keys)
         log.info("curve", public_key=keys.public.decode(), allowed=sorted(curve.allowed(where)))
@@ -202,12 +204,36 @@ class Server:
         batch = []
         size = 0
         router = self.router
+        allowed = self.auth.allow.names() if self._curve_requests else None
         while len(batch) < MAX_BATCH and size < REQUEST_BUDGET \
                 and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = router.recv_multipart(zmq.NOBLOCK)
+            if allowed is None:
+                frames = router.recv_multipart(zmq.NOBLOCK)
+            elif (frames := self._admitted(router.recv_multipart(zmq.NOBLOCK, copy=False),
+                                           allowed)) is None:
+                continue
             batch.append(frames)
             size += sum(len(f) for f in frames)
         return batch
+
+    def _admitted(self, frames: list[zmq.Frame], allowed: frozenset[str]) -> list[bytes] | None:
+        """The frames of a CURVE request as bytes, or None (answered ``unauthorized`` here) if
+        the key its connection was admitted with has been revoked since: a revocation applies
+        to the requests of connections already open, not only to the next handshake."""
+        data = [f.bytes for f in frames]
+        user = frames[-1].get("User-Id")
+        if user in allowed or len(data) < 2:
+            return data
+        log.warning("curve_revoked", client=user, reason="a request over a connection whose "
+                    "key was revoked since it connected")
+        try:
+            self.router.send_multipart([data[0], _error(
+                _salvage_rid(data[-1]), "unauthorized", f"this host's CurveZMQ key ({user}) "
+                "was revoked on the broker's host; `chatbox keys issue NAME` issues a new one")],
+                zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        return None
 
     def process(self, batch: list[list[bytes]], exited: list[int] = (),
                 gone: list[str] = ()) -> None:

@@ -253,6 +253,10 @@ class AllowList:
                 self._stamp = stamp
             return self._names
 
+    def names(self) -> frozenset[str]:
+        """The client names allowed now."""
+        return frozenset(self._current().values())
+
     def name_of(self, key: bytes) -> str | None:
         """The client name of z85 public key ``key``, or None if it is not allowed."""
         return self._current().get(key)

@@ -21,7 +21,7 @@ import zmq
 
 from chatbox.bus import curve, wire
 from chatbox.bus.client import BusClient
-from chatbox.bus.errors import Unreachable
+from chatbox.bus.errors import Unauthorized, Unreachable
 from chatbox.runtime.workspace import Workspace
 from tests.fleet import ROOT, child_env, wait_for
 
@@ -141,9 +141,14 @@ def test_the_allow_list_applies_to_the_next_handshake_without_a_restart(bare_fle
     for name in ("client.secret", "server.public"):
         (kept / name).write_bytes((issued / name).read_bytes())
     hostb = wire_endpoints(request, events, kept)
+    held = BusClient(hostb, bare_fleet.admin_token)  # connected before the revocation
+    assert held.call(wire.Whoami()).name == bare_fleet.human
     assert chatbox(ws, "keys", "revoke", "hostb").returncode == 0
     with pytest.raises(Unreachable, match="refused this host's CurveZMQ key"):
         whoami()
+    with pytest.raises(Unauthorized, match=r"CurveZMQ key \(hostb\) was revoked"):
+        held.call(wire.Whoami())  # its open connection too: refused at once
+    held.close()
     assert broker.wait_log("curve_refused")["key"] == curve.client_keys(kept).public.decode()
     assert local.call(wire.Whoami()).name == bare_fleet.human  # the others are still served
 
