@@ -15,7 +15,8 @@ the broker's XPUB, and makes sure the subscription is live before it says Hello.
 connection carries ZMTP heartbeats; when it ends — the process died and its host closed it, or
 the link went silent for ``heartbeat_timeout`` after a ping (ping every ``heartbeat``) — the XPUB
 gives the unsubscription of that topic, in order with the subscriptions, and the supervisor is
-recorded gone like an exited one: its turn lost and redelivered. So a remote supervisor's death
+recorded gone like an exited one: its turn lost and redelivered. While that subscription lasts
+the supervisor counts as running, so a second supervisor's Hello for the same agent is refused. So a remote supervisor's death
 is noticed within ``heartbeat + heartbeat_timeout`` seconds (40 by default), at once if its host
 still runs. After a restart of the broker, a remote supervisor that died meanwhile is noticed by
 its successor's Hello.
@@ -49,6 +50,7 @@ class Liveness:
     def __init__(self) -> None:
         self._fd_of: dict[str, int] = {}   # supervisor id -> pidfd
         self._sup_of: dict[int, str] = {}  # pidfd -> supervisor id
+        self._connected: set[str] = set()  # remote supervisors whose alive topic is subscribed
         self.host = socket.gethostname()
 
     def identify(self, pid: int | None, host: str | None) -> int | None:
@@ -79,15 +81,21 @@ class Liveness:
         return True
 
     def is_alive(self, supervisor: str) -> bool | None:
-        """True while a watched supervisor runs; None when it cannot be watched from here."""
-        return True if supervisor in self._fd_of else None
+        """True while a watched supervisor runs, or a remote one's event connection lasts;
+        None when it cannot be watched from here."""
+        return True if supervisor in self._fd_of or supervisor in self._connected else None
 
     def on_subscription(self, frame: bytes) -> str | None:
         """A subscription frame of the XPUB: the supervisor it shows gone (its alive topic
-        unsubscribed), unless that supervisor is watched here by its pidfd; else None."""
-        if not frame.startswith(b"\x00" + _ALIVE) or not frame.endswith(b"\0"):
+        unsubscribed), unless that supervisor is watched here by its pidfd; else None. One it
+        shows subscribed counts as running (``is_alive``) until then."""
+        if not frame[1:].startswith(_ALIVE) or not frame.endswith(b"\0"):
             return None
         sup = frame[1 + len(_ALIVE):-1].decode("utf-8", "replace")
+        if frame[:1] == b"\x01":
+            self._connected.add(sup)
+            return None
+        self._connected.discard(sup)
         return None if sup in self._fd_of else sup
 
     def fds(self) -> list[int]:

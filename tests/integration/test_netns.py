@@ -146,6 +146,9 @@ class Hosts:
     def add_agent(self, agent: str, *hosts: str) -> None:
         """``agent`` in the broker's database, its token and config on each of ``hosts``."""
         self.fleet.add_agent(agent, "#general", wake="mentions")  # no chatter between them
+        self.add_agent_files(agent, *hosts)
+
+    def add_agent_files(self, agent: str, *hosts: str) -> None:
         token = self.fleet.ws.agent_token_path(agent).read_text()
         for host in hosts:
             remote = self.remote[host]
@@ -157,9 +160,9 @@ class Hosts:
                     fh.write(self.bus)
                 fh.write(f'\n[agents.{agent}]\nengine = "stub"\nenv = ["CHATBOX_STUB_GATE"]\n')
 
-    def supervisor(self, agent: str, host: str):
+    def supervisor(self, agent: str, host: str, ready: bool = True):
         """``supervisor --agent AGENT`` on ``host``: its namespace, its host name, its
-        workspace; started and ready."""
+        workspace; started, and unless ``ready`` is False, ready."""
         remote = self.remote[host]
         env = child_env(remote, CHATBOX_STUB_GATE=str(self.gates[host].path))
         proc = self.fleet.spawn(f"supervisor-{agent}-{host}-{len(self.fleet.supervisors)}", [
@@ -167,7 +170,8 @@ class Hosts:
             sys.executable, "-m", "chatbox.supervisor", "--agent", agent,
             "--workspace", str(remote.root)], env=env)
         self.fleet.supervisors[proc.name] = proc
-        proc.wait_ready(timeout=60)
+        if ready:
+            proc.wait_ready(timeout=60)
         return proc
 
     def replies(self, agent: str) -> list[str]:
@@ -212,6 +216,12 @@ def test_wakes_turns_and_replies_from_two_other_hosts(hosts):
     wait_for(lambda: hosts.fleet.agent("echo1").state == "ASLEEP", timeout=30)
     assert hosts.replies("echo2") == [f"ack {seq}"]
     assert sup1.returncode is None
+    # one supervisor per agent, across hosts: host1's is connected, so host2's is refused
+    hosts.add_agent_files("echo1", "host2")
+    second = hosts.supervisor("echo1", "host2", ready=False)
+    assert second.popen.wait(60) == 1
+    assert "already has a running supervisor" in second.log_text()
+    assert "-host1-" in hosts.fleet.agent("echo1").supervisor
 
 
 def test_a_link_cut_mid_turn_and_restored_in_time_loses_nothing_and_runs_nothing_twice(hosts):
