@@ -66,6 +66,8 @@ def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool,
     ``due_only`` keeps only those its wake modes say should wake it and whose hop is under the
     hop budget (a turn's batch).
     """
+    if limit < 1:  # SQLite reads LIMIT -1 as no limit at all
+        return []
     cursors = [ctx.db.execute(sql, {**params, "lim": limit, "max_hops": max_hops})
                for sql, params in head_queries(ctx, who, due_only=due_only)]
     try:
