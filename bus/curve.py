@@ -171,6 +171,9 @@ def issue(curve_dir: Path, name: str, out: Path) -> bytes:
     """A new client key pair for ``name``: its public key allowed, its secret key and the
     broker's public key written into ``out`` (0700). Refused if ``name`` is allowed already."""
     keys, _ = ensure_server(curve_dir)
+    if Path(out).resolve() == Path(curve_dir).resolve():
+        raise CurveError(f"{out} is this host's own key directory; write {name}'s files "
+                         "elsewhere and copy them to that host")
     entry = allowed_dir(curve_dir) / f"{name}.public"
     if entry.exists():
         raise CurveError(f"a key for {name} is issued already; `chatbox keys revoke {name}` "

@@ -89,6 +89,10 @@ def test_keys_issue_list_revoke(bare_fleet):
     gone = chatbox(ws, "keys", "revoke", "hostb")
     assert gone.returncode == 1 and "no key issued for hostb" in gone.stderr
 
+    own = chatbox(ws, "keys", "issue", "hostc", "--out", str(where))
+    assert own.returncode == 1 and "own key directory" in own.stderr
+    assert curve.client_keys(where) == local and "hostc" not in curve.allowed(where)
+
     bad = chatbox(ws, "keys", "issue", "Host B")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
 
