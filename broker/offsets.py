@@ -122,6 +122,7 @@ def ack(ctx: Ctx, channel: str, up_to: int) -> wire.AckResult:
     if direct and in_channel == row[0]:  # a decision on my post, delivered to me directly
         set_acked(ctx, me, channel, up_to)
         return wire.AckResult(channel=channel, last_read=up_to)
+    channels.require_visible(ctx, row)  # a members-only channel the caller is not in: missing
     if not ctx.principal.is_human and channels.subscription(ctx, me, channel) is None:
         raise Forbidden(f"not subscribed to {channel}", field="channel")
     if in_channel != row[0]:  # never where it is: the caller may not be able to read that
