@@ -179,7 +179,8 @@ def read(ctx: Ctx, channel: str, since: int, limit: int) -> wire.MessagesResult:
     check_limit(limit)
     row = channels.get(ctx, channel)
     channels.require_readable(ctx, row)
-    cursor = ctx.db.execute(f"SELECT {COLUMNS} FROM messages WHERE channel = ? AND seq > ? "
+    cursor = ctx.db.execute(f"SELECT {COLUMNS} FROM messages INDEXED BY messages_channel "
+                            "WHERE channel = ? AND seq > ? "
                             "ORDER BY seq LIMIT ?", (channel, max(since, 0), limit + 1))
     try:
         msgs, more = _page(cursor, limit)
@@ -273,8 +274,12 @@ def set_flag(ctx: Ctx, seq: int, action: str, resolution: str | None) -> wire.Me
     return get(ctx, seq)
 
 
+SEARCH_WINDOW = 2000  # matches ranked, newest first
+
+
 def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.MessagesResult:
-    """Full-text search over what the principal may read; every word must match."""
+    """Full-text search over what the principal may read; every word must match. The results
+    are the best ranked of the newest ``SEARCH_WINDOW`` matches."""
     check_limit(limit, wire.MAX_SEARCH)
     index_messages(ctx.db)
     words = re.findall(r"\w+", query or "")
@@ -286,9 +291,15 @@ def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.Messag
     cols = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
     acl = "" if ctx.principal.is_human else (
         " AND m.channel IN (SELECT channel FROM subscriptions WHERE principal = :me)")
+    # the best of the newest SEARCH_WINDOW matches: ranking every match of a word that is in
+    # most messages would hold the broker's one loop for seconds at a million messages
     rows = ctx.db.execute(
-        f"SELECT {cols} FROM messages_fts f JOIN messages m ON m.seq = f.rowid "
+        f"WITH c AS MATERIALIZED (SELECT f.rowid AS seq, f.rank AS rank FROM messages_fts f "
+        f"JOIN messages m ON m.seq = f.rowid "
         f"WHERE messages_fts MATCH :q AND (:ch IS NULL OR m.channel = :ch){acl} "
-        "ORDER BY f.rank LIMIT :lim",
-        {"q": match, "ch": channel, "me": ctx.principal.name, "lim": limit}).fetchall()
+        "ORDER BY f.rowid DESC LIMIT :window) "
+        f"SELECT {cols} FROM c JOIN messages m ON m.seq = c.seq ORDER BY c.rank, m.seq DESC "
+        "LIMIT :lim",
+        {"q": match, "ch": channel, "me": ctx.principal.name, "lim": limit,
+         "window": SEARCH_WINDOW}).fetchall()
     return wire.MessagesResult(messages=[to_wire(r) for r in rows])

@@ -405,6 +405,35 @@ def test_search_finds_words(hub):
     assert hub.ok(wire.Search(query="deploy lunch")).messages == []
 
 
+def test_search_ranks_only_the_newest_matches(hub, monkeypatch):
+    """At a million messages a common word would be ranked in every message it is in: the
+    broker ranks the newest SEARCH_WINDOW matches, so the best of the oldest are not found."""
+    from chatbox.broker import messages
+    monkeypatch.setattr(messages, "SEARCH_WINDOW", 3)
+    best_but_old = hub.post("#general", "deploy deploy deploy deploy")
+    newer = [hub.post("#general", f"deploy note {i} of a longer message here") for i in range(3)]
+    found = [m.seq for m in hub.ok(wire.Search(query="deploy")).messages]
+    assert sorted(found) == [m.seq for m in newer]
+    assert best_but_old.seq not in found
+    only = hub.post("#dispatch", "deploy")
+    assert [m.seq for m in hub.ok(wire.Search(query="deploy", channel="#dispatch")).messages] \
+        == [only.seq]
+
+
+def test_unread_counts_stop_at_the_cap(hub, monkeypatch):
+    """A rooms call never counts a whole backlog: unread stops at UNREAD_CAP."""
+    from chatbox.broker import channels
+    monkeypatch.setattr(channels, "UNREAD_CAP", 3)
+    kim = hub.add_agent("kim", "#general")
+    for i in range(5):
+        hub.post("#general", f"news {i}")
+    general = next(c for c in hub.ok(wire.Rooms(), kim).channels if c.name == "#general")
+    assert general.unread == 3
+    hub.post("#dispatch", "one")
+    dispatch = next(c for c in hub.ok(wire.Rooms()).channels if c.name == "#dispatch")
+    assert dispatch.unread == 0  # the human's own post
+
+
 def test_search_respects_the_read_acl(hub):
     """DESIGN §7: an agent only sees what it may read (its subscribed channels)."""
     kim = hub.add_agent("kim", "#general")
