@@ -176,13 +176,13 @@ class Probe:
 
         orig_process = server.Server.process
 
-        def process(self, batch, exited=()):
+        def process(self, batch, *args, **kwargs):  # a batch is one group below REPLY_BUDGET
             for k in acc:
                 acc[k] = 0.0
             probe.snapshot = []
             t0 = time.monotonic()
             start = clock()
-            orig_process(self, batch, exited)
+            orig_process(self, batch, *args, **kwargs)
             end = clock()
             if not probe.snapshot:  # the transaction failed: nothing to split
                 return
