@@ -5,7 +5,8 @@ key pair for a host named NAME, allows its public key, and writes its secret key
 broker's public key (which that host pins) into a 0700 directory to copy into that host's
 ``.chatbox/curve/``; the first issue also makes the broker's own key pair and this host's key,
 ``local``, which ``issue local`` makes alone. ``revoke NAME`` takes NAME off the allow-list: the
-broker refuses its next handshake. ``list`` shows the allow-list. A running broker reads the
+broker refuses its handshakes, and the requests of its open connections, from then on. ``list``
+shows the allow-list. A running broker reads the
 allow-list again when it changes, so none of this needs a restart. No key is printed: they stay
 in 0600 files.
 """
@@ -96,7 +97,7 @@ def _revoke(where: Path, name: str) -> int:
     if not curve.revoke(where, name):
         startup.say(PROG, f"no key issued for {name} (see `chatbox keys list`)")
         return Exit.FAILED
-    print(f"revoked {name}: the broker refuses its next handshake")
+    print(f"revoked {name}: the broker refuses its handshakes and requests from now on")
     return Exit.OK
 
 
