@@ -1,4 +1,5 @@
-"""``chatbox init``: the data directory, the database, the admin (human) principal and its token."""
+"""``chatbox init``: the data directory, the database, the admin (human) principal and its token,
+and the audit chain's key and first entry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import re
 import time
 
-from chatbox.broker import channels, principals
+from chatbox.broker import audit_start, channels, principals
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.errors import Conflict, Invalid
 from chatbox.broker.lock import WorkspaceLock
@@ -48,6 +49,7 @@ def init_workspace(ws: Workspace, human: str | None = None) -> str:
                     channels.create_standing(ctx)
                     for name, _ in channels.STANDING:
                         channels.subscribe(ctx, name, "full", "none", None)
+                    audit_start.begin(ws, ctx)  # the audit key and the chain's first entry
                 write_secret(ws.admin_token_path, token)
             finally:
                 store.close()

@@ -2,9 +2,10 @@
 
 After supervisord's ``Subprocess.change_state`` and ``_assertInState``: :func:`transition` and
 :func:`set_paused` both go through :func:`_write`, which checks the change against the table of
-``broker/states.py``, writes the row and one ``transitions`` row in the request's transaction,
-logs one line, and puts the ``AgentEvent`` in the outbox (published after the commit). Entering
-WAKING always publishes ``wake/A`` too: there is one way into WAKING, whatever made a message due.
+``broker/states.py``, writes the row, one ``transitions`` row and one audit entry in the
+request's transaction, logs one line, and puts the ``AgentEvent`` in the outbox (published after
+the commit). Entering WAKING always publishes ``wake/A`` too: there is one way into WAKING,
+whatever made a message due.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import msgspec
 import structlog
 
-from chatbox.broker import states
+from chatbox.broker import audit, states
 from chatbox.broker.context import Ctx
 from chatbox.broker.errors import Conflict, NotFound
 from chatbox.broker.states import AgentState
@@ -65,6 +66,7 @@ def _write(ctx: Ctx, before: AgentState, after: AgentState, cause: str, *,
                    (after.agent, before.state, after.state, after.epoch, cause, ctx.now))
     log.info("transition", agent=after.agent, frm=before.state, to=after.state, epoch=after.epoch,
              paused=after.paused, cause=cause)
+    audit.transition(ctx, before.state, after, cause)
     ctx.publish(wire.agent_topic(after.agent), wire.AgentEvent(
         agent=after.agent, state=after.state, epoch=after.epoch, paused=after.paused,
         turn=after.current_turn, cause=cause))

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 
 import apsw
 import msgspec
 import structlog
 
 from chatbox.bus import wire
-from chatbox.broker import agents, channels, escalations, messages, offsets, principals, turns
+from chatbox.broker import (agents, audit, channels, escalations, messages, offsets, principals,
+                            turns)
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import BrokerError, Invalid, StoreError
@@ -84,6 +86,7 @@ class Handlers:
                 if unstored is not None and type(req) not in ANSWERED_UNSTORED:
                     return _error(env.rid, "store", unstored)  # (a first answer is replayed)
                 result = self.route(ctx, req)
+                audit.request(ctx, req, result)  # in the request's savepoint, after it succeeded
                 if keyed:
                     # a token is shown once and never stored: a replay gets the file's path only
                     stored = (msgspec.structs.replace(result, token="")
@@ -119,6 +122,7 @@ class Handlers:
             return self.auth.authenticate(token)
         except BrokerError as exc:
             log.warning("auth_failed", op=op)
+            audit.auth_failure(self.db, op, time.time())
             return _error(rid, exc.code, exc.message)
 
     # ------------------------------------------------------------------ routing

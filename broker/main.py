@@ -3,6 +3,9 @@
 Under a service manager (systemd ``Type=notify``) it also says ``READY=1`` once it serves, after
 the "ready" line, and ``STOPPING=1`` as soon as a stop signal ends its loop.
 
+The audit chain is verified before the broker serves, from where the last verification ended
+(``broker/audit_start.py``); a break is flagged in ``#alerts`` and a new segment starts.
+
 The dispatch trail (``dispatch_comms.jsonl``) catches up with the database before the broker
 serves and again when it stops, so a crash in between loses no line of it.
 """
@@ -16,7 +19,7 @@ import time
 import apsw
 import structlog
 
-from chatbox.broker import channels
+from chatbox.broker import audit_start, channels
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import BrokerError
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         with store.write():  # (what recovery publishes is dropped: wakes are hints)
             ctx = Ctx(store.db, Principal("broker", "admin"), time.time())
             channels.create_standing(ctx)
+            audit_start.start(ws, ctx)  # verified from its checkpoint; a break flagged in #alerts
             dispatcher.recover(ctx)  # the supervisors kept: still there? watched again
         trail = Trail(trail_path(ws.root))
         trail.catch_up(store.db)  # what a crash kept out of the trail; never fails the start

@@ -232,6 +232,27 @@ MIGRATIONS: list[str] = [
     -- an agent's turns of the last day (the spend budget) and since its resume
     CREATE INDEX turns_agent_started ON turns(agent, started_at);
     """,
+    # 5: the keyed audit chain (broker/audit.py): its entries, and the MACed marks of its head
+    #    and of where the last verification ended. Ids are the chain's own, never reused.
+    """
+    CREATE TABLE audit(
+        id        INTEGER PRIMARY KEY,
+        at        REAL NOT NULL,
+        principal TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        subject   TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        mac       BLOB NOT NULL
+    );
+    CREATE TABLE audit_mark(
+        name    TEXT PRIMARY KEY CHECK (name IN ('head', 'verified')),
+        segment INTEGER NOT NULL,
+        id      INTEGER NOT NULL,
+        mac     BLOB NOT NULL,
+        tag     BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX audit_segments ON audit(id) WHERE action = 'segment';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,7 +15,7 @@ import json
 
 import msgspec
 
-from chatbox.broker import escalations, offsets
+from chatbox.broker import audit, escalations, offsets
 from chatbox.broker.channels import SYSTEM
 from chatbox.broker.context import Ctx
 from chatbox.broker.states import AgentState
@@ -112,6 +112,7 @@ def finish(ctx: Ctx, turn: Turn, facts: TurnFacts, outcome: str, *, digest: str 
         (ctx.now, outcome, facts.exit_code, digest, excerpt and excerpt[:2000],
          output and output[:65536], facts.cause and facts.cause[:2000], facts.input_tokens,
          facts.output_tokens, facts.cost_usd, turn.id))
+    audit.turn_outcome(ctx, turn, outcome, facts.exit_code)
 
 
 def acks(outcome: str, engine_error: bool = False) -> bool:
