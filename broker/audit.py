@@ -261,7 +261,9 @@ def _describe(req: wire.Request, result: wire.Result) -> tuple[str, str, dict] |
         case wire.Claim(agent=agent, epoch=epoch):
             return "claim", agent, {"epoch": epoch, "turn": result.turn}
         case wire.TurnReport(agent=agent, turn=turn, epoch=epoch, outcome=outcome):
-            return "report", agent, {"turn": turn, "epoch": epoch, "outcome": outcome}
+            reply = result.reply.seq if result.reply is not None else None
+            return "report", agent, {"turn": turn, "epoch": epoch, "outcome": outcome,
+                                     "reply": reply}
     return None
 
 
@@ -334,6 +336,7 @@ def verify(db: apsw.Connection, key: bytes, since: Mark | None = None) -> Report
         broken = True
     if not broken:
         _check_head(db, key, rep)
+    rep.breaks.sort(key=lambda b: b.id)
     return rep
 
 
@@ -346,9 +349,15 @@ def _segment_of(detail: str) -> int:
 
 
 def _names_break(rep: Report, detail: str, at: int) -> None:
+    """A segment start names the break it follows: flagged, and a break of the chain even where
+    no entry shows it any more (a truncation, an erased chain, a lost key)."""
     after = msgspec.json.decode(detail).get("after")
-    if isinstance(after, dict):
-        rep.flagged[(after.get("segment"), after.get("entry"))] = at
+    if not isinstance(after, dict):
+        return
+    named = Break(after.get("entry"), after.get("segment"), str(after.get("reason")))
+    rep.flagged[(named.segment, named.id)] = at
+    if not any((b.segment, b.id) == (named.segment, named.id) for b in rep.breaks):
+        rep.breaks.append(named)
 
 
 def _check_head(db: apsw.Connection, key: bytes, rep: Report) -> None:
@@ -360,7 +369,9 @@ def _check_head(db: apsw.Connection, key: bytes, rep: Report) -> None:
             rep.breaks.append(Break(rep.last_id + 1, rep.segment, "its head mark is missing"))
         return
     if not head.valid(key):
-        rep.breaks.append(Break(head.id, head.segment, "its head mark was made without the key"))
+        rep.breaks.append(Break(rep.last_id + 1, rep.segment, f"the chain ends at entry "
+                                f"{rep.last_id} and its head mark was made without the key "
+                                "(entries past it deleted, or the mark forged)"))
     elif head.id > rep.last_id:
         rep.breaks.append(Break(rep.last_id + 1, rep.segment,
                           f"truncated: entries {rep.last_id + 1}-{head.id} are missing"))

@@ -16,6 +16,7 @@ from chatbox.broker.audit import (Break, Chain, attach, checkpoint_error, descri
                                   make_key, read_key, read_mark, verify)
 from chatbox.broker.channels import SYSTEM
 from chatbox.broker.context import Ctx
+from chatbox.broker.errors import StoreError
 from chatbox.runtime.workspace import Workspace
 
 log = structlog.get_logger("audit")
@@ -86,7 +87,10 @@ def _flag(ctx: Ctx, chain: Chain, b: Break) -> None:
 def verify_workspace(ws: Workspace) -> tuple[bool, str]:
     """``chatbox verify-audit``: the whole chain of ``ws``, read-only; (ok, its one line)."""
     path = key_path(ws)
-    key = read_key(path)
+    try:
+        key = read_key(path)
+    except StoreError as exc:
+        return False, exc.message
     if key is None:
         return False, f"no audit key at {path}: the chain cannot be verified"
     if not ws.db_path.exists():
@@ -107,7 +111,8 @@ def verify_workspace(ws: Workspace) -> tuple[bool, str]:
     finally:
         db.close()
     if rep.ok:
-        return True, (f"audit chain verified: {rep.entries} entries in {rep.segments} "
+        return True, (f"audit chain verified: {rep.entries} "
+                      f"entr{'y' if rep.entries == 1 else 'ies'} in {rep.segments} "
                       f"segment(s), head at entry {rep.last_id}")
     more = f" ({len(rep.breaks)} breaks in all)" if len(rep.breaks) > 1 else ""
     return False, describe(rep.breaks[0], rep) + more

@@ -3,7 +3,8 @@
 Two client commands need the broker's own code, and reach it only through this module:
 ``chatbox init`` creates the database before any broker runs, and ``chatbox broker`` (like
 ``chatbox demo``) runs one. ``chatbox tail --trail`` reads the dispatch trail the broker writes,
-with the broker's own reader. Every other client speaks to the broker over the bus alone.
+with the broker's own reader, and ``chatbox verify-audit`` checks the audit chain on a read-only
+connection with the broker's own verifier. Every other client speaks to the broker over the bus alone.
 
 The CLI imports this module at its top, so the arrow is plain to see; the broker's store and
 loop are loaded only when one of these functions is called, so ``chatbox post`` does not pay
@@ -19,7 +20,7 @@ from chatbox.broker.errors import BrokerError
 from chatbox.runtime.workspace import Workspace
 
 __all__ = ["BrokerError", "default_human", "init_workspace", "parse_trail_line", "run",
-           "trail_path"]
+           "trail_path", "verify_audit"]
 
 
 def default_human() -> str:
@@ -50,3 +51,10 @@ def parse_trail_line(line: bytes) -> dict[str, Any] | None:
     """One whole line of the trail as its object; None for a torn or foreign line."""
     from chatbox.broker import trail
     return trail.parse_line(line)
+
+
+def verify_audit(ws: Workspace) -> tuple[bool, str]:
+    """The whole audit chain of ``ws`` checked from its first entry: (ok, one line saying so,
+    or naming the first bad entry)."""
+    from chatbox.broker import audit_start
+    return audit_start.verify_workspace(ws)

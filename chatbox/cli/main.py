@@ -4,9 +4,10 @@ Exit codes are the named ones of ``chatbox.runtime.exits.Exit``: 0 ok, 1 refused
 or failed, 2 a bad command line, 3 the broker is not answering.
 Every error is one line on stderr, ``chatbox: <sentence>``, never a traceback.
 
-``chatbox broker``, ``mcp``, ``demo``, ``serve``, ``service`` and ``keys`` hand their arguments,
-unparsed, to the program they name. Only ``chatbox init`` touches the database itself (in-process, before any
-broker runs); everything else goes over the bus as the admin principal, or as ``--as NAME``.
+``chatbox broker``, ``mcp``, ``demo``, ``serve``, ``service``, ``keys`` and ``verify-audit`` hand
+their arguments, unparsed, to the program they name. Only ``chatbox init`` touches the database
+itself (in-process, before any broker runs) and ``verify-audit`` reads it (read-only); everything
+else goes over the bus as the admin principal, or as ``--as NAME``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from chatbox.runtime.workspace import Workspace, WorkspaceError
 from chatbox.runtime.exits import Exit
 
 
-DELEGATED = ("broker", "mcp", "demo", "serve", "service", "keys")
+DELEGATED = ("broker", "mcp", "demo", "serve", "service", "keys", "verify-audit")
 _WS_HELP = ("workspace directory (default: CHATBOX_WORKSPACE, or the nearest directory upward "
             "holding .chatbox/)")
 
@@ -85,7 +86,8 @@ def cmd_status(s: Session, args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- delegation
 
 def _split_delegated(argv: list[str]) -> tuple[str, list[str], str | None] | None:
-    """``[--workspace DIR] broker|mcp|demo|serve|service|keys ARGS…`` -> (command, ARGS, DIR),
+    """``[--workspace DIR] broker|mcp|demo|serve|service|keys|verify-audit ARGS…`` ->
+    (command, ARGS, DIR),
     else None."""
     workspace = None
     i = 0
@@ -116,6 +118,8 @@ def _delegate(command: str, argv: list[str], workspace: str | None) -> int:
         from chatbox.cli.service import main as run
     elif command == "keys":
         from chatbox.cli.keys import main as run
+    elif command == "verify-audit":
+        from chatbox.cli.audit import main as run
     else:
         from chatbox.mcp.server import main as run
     return run(argv)
@@ -187,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("demo", "a live multi-agent demo on a temporary workspace"),
                        ("serve", "the HTTP API, MCP over HTTP and web console (serve --help)"),
                        ("service", "install systemd units for this workspace (service --help)"),
-                       ("keys", "CurveZMQ keys of the bus over tcp: issue, revoke, list")):
+                       ("keys", "CurveZMQ keys of the bus over tcp: issue, revoke, list"),
+                       ("verify-audit", "verify the audit chain from its first entry")):
         sub.add_parser(name, help=text, add_help=False)
 
     add_agent_parsers(sub, common)
