@@ -53,12 +53,13 @@ class Adapter:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, verify_deadline: float = 1.0) -> None:
-        """Start following events; verify the identity now if the broker is up."""
-        self.events.start()
+        """Verify the identity now if the broker is up (a bus that cannot be set up at all — a
+        CURVE key missing — raises here, before anything runs), then follow events."""
         try:
             self.verify(verify_deadline)
         except Unreachable:
             log.warning("broker_unreachable", hint="tools answer 'unavailable' until it is back")
+        self.events.start()
 
     def close(self) -> None:
         self.events.stop()

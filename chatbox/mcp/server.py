@@ -24,7 +24,7 @@ import structlog
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 
-from chatbox.bus.errors import Refused
+from chatbox.bus.errors import BusError
 from chatbox.runtime import env, logs
 from chatbox.runtime.config import ConfigError, load
 from chatbox.mcp import hub
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter = Adapter(args.agent, token, endpoints, toolset=args.tools, turn=turn_from_env())
     try:
         adapter.start()
-    except (Refused, ToolError) as exc:
+    except (BusError, ToolError) as exc:  # refused, unreachable, a CURVE key missing: one line
         print(f"chatbox mcp: {args.agent}: {exc}", file=sys.stderr)
         adapter.close()
         return Exit.FAILED

@@ -149,7 +149,7 @@ def test_a_broker_in_an_uninitialised_directory_exits_naming_the_fix(tmp_path):
 
 
 def test_a_broker_refuses_a_non_loopback_tcp_bind_without_curve(bare_fleet):
-    """DESIGN §7: over tcp:// CurveZMQ is mandatory; a non-loopback bind without it is refused."""
+    """DESIGN §7: over tcp:// CurveZMQ is mandatory; a bind without keys is refused (any address)."""
     bare_fleet.write_config('[bus]\nrequest = "tcp://0.0.0.0:45710"\n'
                             'events = "tcp://0.0.0.0:45711"\n')
     out = subprocess.run([sys.executable, "-m", "chatbox.broker"], env=child_env(bare_fleet.ws),

@@ -119,6 +119,22 @@ def test_a_client_over_tcp_without_keys_refuses_in_one_line(bare_fleet):
                   bare_fleet.admin_token).call(wire.Whoami())
 
 
+def test_the_mcp_server_over_tcp_without_keys_refuses_in_one_line(bare_fleet):
+    """`chatbox mcp` sets its bus up before it serves: a missing key is one line and exit 1,
+    never a traceback from its event thread and a server that runs on without a bus."""
+    tcp_config(bare_fleet)
+    token = bare_fleet.ws.agent_token_path("kim")
+    token.parent.mkdir(parents=True, exist_ok=True)
+    token.write_text("not-a-real-token\n")
+    token.chmod(0o600)
+    out = subprocess.run([sys.executable, "-m", "chatbox", "mcp", "--agent", "kim"],
+                         env=child_env(bare_fleet.ws), cwd=bare_fleet.ws.root,
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, encoding="utf-8", timeout=60)
+    assert out.returncode == 1, (out.returncode, out.stderr)
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "CurveZMQ" in out.stderr
+
+
 def wire_endpoints(request: str, events: str, where: Path | None = None):
     from chatbox.bus.endpoints import Endpoints
     return Endpoints(request, events, curve=str(where) if where else None)
