@@ -272,3 +272,16 @@ def test_an_erased_chain_and_a_lost_key_are_flagged(chained):
     _start(chained)
     assert "audit key" in chained.read("#alerts")[-1].body
     assert _verify(chained).unflagged() is None
+
+
+def test_the_first_start_of_a_workspace_made_before_the_chain_makes_key_and_chain(hub):
+    """A workspace from before the chain: no key, no entries (the migration made the tables)."""
+    _sql(hub, "DELETE FROM audit", "DELETE FROM audit_mark")
+    audit.key_path(hub.ws).unlink()
+    alerts = len(hub.read("#alerts"))
+    _start(hub)
+    assert audit.key_path(hub.ws).stat().st_mode & 0o777 == 0o600
+    assert [r[3] for r in _entries(hub)] == ["segment"]
+    assert len(hub.read("#alerts")) == alerts  # nothing was broken: nothing to flag
+    hub.post("#general", "first")
+    assert _verify(hub).ok
