@@ -396,5 +396,5 @@ def describe(b: Break, rep: Report | None = None) -> str:
     """One line naming a break (and the segment that flagged it, if one did)."""
     line = f"audit chain broken at entry {b.id} (segment {b.segment}): {b.reason}"
     start = rep.flagged.get((b.segment, b.id)) if rep else None
-    return line + (f"; flagged, and segment started at entry {start}" if start else "")
+    return line + (f"; flagged at a start, a new segment begins at entry {start}" if start else "")
 

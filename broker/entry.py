@@ -4,7 +4,8 @@ Two client commands need the broker's own code, and reach it only through this m
 ``chatbox init`` creates the database before any broker runs, and ``chatbox broker`` (like
 ``chatbox demo``) runs one. ``chatbox tail --trail`` reads the dispatch trail the broker writes,
 with the broker's own reader, and ``chatbox verify-audit`` checks the audit chain on a read-only
-connection with the broker's own verifier. Every other client speaks to the broker over the bus alone.
+connection with the broker's own verifier. Every other client speaks to the broker over the bus
+alone.
 
 The CLI imports this module at its top, so the arrow is plain to see; the broker's store and
 loop are loaded only when one of these functions is called, so ``chatbox post`` does not pay

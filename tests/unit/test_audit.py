@@ -13,6 +13,7 @@ import json
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from chatbox.broker import audit, audit_start
 from chatbox.broker.context import Ctx, Principal
@@ -228,8 +229,11 @@ def test_start_verifies_only_past_the_checkpoint(chained):
     assert mark.id < head.id
     rep = audit.verify(chained.store.db, _key(chained), mark)
     assert rep.ok and rep.entries == head.id - mark.id
-    _start(chained)  # a restart: the checkpoint moves to the head
-    mark = audit.read_mark(chained.store.db, "verified")
+    with capture_logs() as logs:
+        _start(chained)  # a restart: only what came after the mark is read
+    assert [(e["entries"], e["since"]) for e in logs if e["event"] == "audit_verified"] == [
+        (head.id - mark.id, mark.id)]
+    mark = audit.read_mark(chained.store.db, "verified")  # and the mark is at the head
     assert mark.id == head.id
     assert audit.verify(chained.store.db, _key(chained), mark).entries == 0
 
