@@ -135,3 +135,32 @@ def test_verify_audit_without_the_key_says_so(bare_fleet: Fleet) -> None:
     assert done.returncode == 1
     assert _one_line(done.stderr) == (f"chatbox verify-audit: no audit key at "
                                       f"{audit.key_path(f.ws)}: the chain cannot be verified")
+
+
+PROBE = r'''
+import json, os
+ws = os.environ["CHATBOX_WORKSPACE"]
+def can_read(path):
+    try:
+        open(os.path.join(ws, path), "rb").read()
+        return True
+    except OSError as exc:
+        return exc.__class__.__name__
+print(json.dumps({"key": can_read(".chatbox/audit.key"), "db": can_read(".chatbox/chatbox.db"),
+                  "own": can_read(".chatbox/agents/eve.token")}))
+'''
+
+
+def test_a_turn_cannot_read_the_audit_key_or_the_chain(fleet: Fleet) -> None:
+    f = fleet
+    script = f.root / "probe.py"
+    script.write_text(PROBE)
+    f.write_config(f'[agents.eve]\nengine = "command"\nreply = true\n'
+                   f'command = ["{sys.executable}", "-I", "-S", "{script}"]\n')
+    f.add_agent("eve", "#general")
+    f.start_supervisor("eve")
+    f.post("#general", "@eve look around")
+    reply = wait_for(lambda: next((m for m in f.read("#general") if m.author == "eve"), None),
+                     timeout=30, what="eve's report")
+    seen = json.loads(reply.body)
+    assert seen == {"key": "FileNotFoundError", "db": "FileNotFoundError", "own": True}
