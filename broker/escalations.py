@@ -16,7 +16,7 @@ from __future__ import annotations
 import structlog
 
 from chatbox.bus import wire
-from chatbox.broker import channels, messages
+from chatbox.broker import audit, channels, messages
 from chatbox.broker.channels import SYSTEM
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.errors import Conflict, Forbidden, Invalid
@@ -48,6 +48,8 @@ def post_escalation(ctx: Ctx, *, author: str, agent: str | None, chain: int | No
                         kind="escalation", chain=chain)
     ctx.db.execute("INSERT OR IGNORE INTO escalations(agent, chain, guardrail, reason, seq, at) "
                    "VALUES (?,?,?,?,?,?)", (agent, chain, guardrail, reason, msg.seq, ctx.now))
+    audit.record(ctx, "escalation", ALERTS, {"seq": msg.seq, "agent": agent, "chain": chain,
+                                             "guardrail": guardrail})
     log.warning("escalated", agent=agent, chain=chain, guardrail=guardrail, seq=msg.seq)
     return msg
 

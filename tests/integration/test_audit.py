@@ -92,6 +92,21 @@ def test_actions_appear_in_the_chain_in_order(fleet: Fleet) -> None:
                                       f"segment(s), head at entry {rows[-1][0]}")
 
 
+def test_a_guardrail_escalation_is_in_the_chain(fleet: Fleet) -> None:
+    """An escalation the broker posts itself (here: a turn that gave up) has its own entry,
+    naming the alert, the agent and the guardrail — not only the pause it caused."""
+    f = fleet
+    f.write_config('[agents.quitter]\nengine = "stub"\nstub = { behaviour = "give-up" }\n')
+    f.add_agent("quitter", "#general")
+    f.start_supervisor("quitter")
+    f.post("#general", "@quitter please do the impossible")
+    alert = wait_for(lambda: next((m for m in f.read("#alerts") if m.kind == "escalation"), None),
+                     timeout=30, what="the give-up escalation")
+    entries = [json.loads(r[5]) for r in _entries(f) if r[3] == "escalation"]
+    assert [(e["seq"], e["agent"]) for e in entries] == [(alert.seq, "quitter")], entries
+    assert entries[0]["guardrail"]
+
+
 @pytest.mark.parametrize("forgery", ["edit", "delete", "truncate"])
 def test_a_forged_database_is_flagged_at_the_next_start(fleet: Fleet, forgery: str) -> None:
     f = fleet
