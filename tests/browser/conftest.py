@@ -15,8 +15,10 @@ from tests.browser.console import CHROMIUM, DESKTOP, missing, start_server
 from tests.fleet import Fleet
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while it
+    is started, so it must be stopped before tests that run asyncio of their own."""
     reason = missing()
     if reason:
         print(f"browser tests skipped: {reason}")

@@ -97,6 +97,29 @@ def test_denying_needs_a_reason_and_records_it(served, page):
     assert any("not on a Friday" in (m.body or "") for m in thread.replies)
 
 
+def test_a_live_update_keeps_a_denial_being_typed(served, page):
+    """An alert arriving while a human types a reason for a denial re-renders the alerts
+    without throwing away the open form or its text."""
+    fleet = served.fleet
+    fleet.add_agent("kim", "#general", wake="none")
+    log_in(page, served.url, fleet.admin_token)
+    kim = fleet.agent_client("kim")
+    first = kim.call(wire.Post(channel="#general", kind="post", title="Drop the table",
+                               body="ok?", tier=2)).message
+    page.get_by_role("button", name=re.compile("^Alerts")).click()
+    card = page.locator("#alert-list > li").filter(has_text="Drop the table")
+    card.get_by_role("button", name=f"Deny #{first.seq}").click()
+    reason = card.get_by_label(f"Reason for denying #{first.seq}")
+    reason.fill("not on a Friday")
+    kim.call(wire.Post(channel="#general", kind="post", title="Truncate the logs", body="ok?",
+                       tier=2))
+    expect(page.locator("#alert-list > li")).to_have_count(2)  # re-rendered, live
+    expect(reason).to_have_value("not on a Friday")
+    card.get_by_role("button", name="Confirm deny").click()
+    wait_for(lambda: fleet.client().call(wire.GetPost(seq=first.seq)).post.status == "denied",
+             what="the denial stored")
+
+
 def test_an_escalation_shows_its_evidence_and_resumes_its_agent(served, page):
     """A give-up pauses the agent and escalates: the alert names the agent, the chain, the
     reason and the evidence, and resumes the agent from there."""

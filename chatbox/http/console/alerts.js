@@ -56,8 +56,17 @@ function card(item) {
 
 export function renderAlerts() {
   const items = state.escalations;
+  const list = byId('alert-list');
+  // A card being worked on (its deny form open, or the focus in it) is kept as it is: a live
+  // update must never throw away a reason being typed.
+  const busy = new Map();
+  for (const li of list.children) {
+    if (li.querySelector('.deny-form:not([hidden])') || li.contains(document.activeElement)) {
+      busy.set(li.dataset.seq, li);
+    }
+  }
   byId('alerts-empty').hidden = items.length > 0;
-  fill(byId('alert-list'), items.map(card));
+  fill(list, items.map((item) => busy.get(String(item.message.seq)) || card(item)));
   const count = byId('alerts-count');
   count.hidden = items.length === 0;
   count.textContent = String(items.length);
