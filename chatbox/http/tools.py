@@ -69,17 +69,14 @@ class Adapters:
 
     async def call(self, token: str, tool: str, args: dict | None) -> dict:
         """Run one tool as the token's principal; a ToolError comes back as a ``ProblemError``."""
-        adapter = await self.get(token)
         try:
-            return await anyio.to_thread.run_sync(adapter.call, tool, args,
-                                                  limiter=self.limiter)
+            return await self.run_tool(token, tool, args)
         except ToolError as err:
-            if err.code == "unauthorized":
-                await self.forget(token)
             raise ProblemError(err.code, err.message, err.field) from None
 
     async def run_tool(self, token: str, tool: str, args: dict | None) -> dict:
-        """Like ``call`` but raising the ToolError itself (for MCP tool results)."""
+        """Run one tool as the token's principal, raising its ToolError (for MCP tool results);
+        a token found unauthorized is forgotten."""
         adapter = await self.get(token)
         try:
             return await anyio.to_thread.run_sync(adapter.call, tool, args,

@@ -253,9 +253,12 @@ def test_a_break_past_the_checkpoint_is_flagged_and_a_new_segment_starts(chained
     before = len(_entries(chained))
     _start(chained)
     rows = _entries(chained)
-    assert len(rows) == before + 1  # every entry kept, and the new segment's start
-    start = json.loads(rows[-1][5])
-    assert rows[-1][3] == "segment" and start["segment"] == 2
+    # every entry kept, then the new segment's start and the entry of the alert that flags it
+    assert len(rows) == before + 2
+    assert sorted(r[3] for r in rows[-2:]) == ["escalation", "segment"]
+    segment = next(r for r in rows[-2:] if r[3] == "segment")
+    start = json.loads(segment[5])
+    assert start["segment"] == 2
     assert (start["after"]["segment"], start["after"]["entry"]) == (1, victim)
     alert = chained.read("#alerts")[-1]
     assert f"entry {victim}" in alert.body and alert.tier == 2
