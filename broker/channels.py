@@ -12,8 +12,9 @@ A refusal never tells an agent more than it may see. A members-only channel it i
 to it, a channel that does not exist: a request that names one (post, read, subscribe,
 unsubscribe, search or decisions in it) is answered ``not_found`` "no channel #x", word for
 word as for a name that was never created, by ``require_visible`` (or ``get_visible``) before
-any other check that could tell the two apart (archived, subscribed, ...). Creating a channel is the one request that cannot hide a
-name: names are one namespace, so a taken one must be refused. That refusal is one sentence for
+any other check that could tell the two apart (archived, subscribed, ...). Creating a channel
+is the one request that cannot hide a name: names are one namespace, so a taken one must be
+refused. That refusal is one sentence for
 every taken name and every caller ("the name #x is taken"): it confirms that the name is in
 use, as a failed create must, and nothing else: not whether the channel is private, its topic,
 its members or its messages.

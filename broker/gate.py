@@ -6,9 +6,10 @@ So the broker keeps a reserve: the moment a connection is accepted on a descript
 within ``reserve`` of the limit (the kernel hands out the lowest free number, so every lower one
 is in use), the gate closes — each ``ipc://`` socket file is moved aside, so new clients find no
 socket and are refused, while every connected client keeps its connection. Once connections
-have ended and a quarter of the reserve more is free again, the files are moved back. The listen backlog is kept short, so the connections already queued when the gate closes
-fit in the reserve (``reserve_for``). A ``tcp://`` listener is not gated (libzmq drops a connection it cannot
-accept there).
+have ended and a quarter of the reserve more is free again, the files are moved back. The
+listen backlog is kept short, so the connections already queued when the gate closes fit in the
+reserve (``reserve_for``). A ``tcp://`` listener is not gated (libzmq drops a connection it
+cannot accept there).
 
 The gate acts on the listeners' monitor events, which the request loop polls beside its
 sockets: no timer.

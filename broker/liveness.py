@@ -16,8 +16,8 @@ connection carries ZMTP heartbeats; when it ends — the process died and its ho
 the link went silent for ``heartbeat_timeout`` after a ping (ping every ``heartbeat``) — the XPUB
 gives the unsubscription of that topic, in order with the subscriptions, and the supervisor is
 recorded gone like an exited one: its turn lost and redelivered. While that subscription lasts
-the supervisor counts as running, so a second supervisor's Hello for the same agent is refused. So a remote supervisor's death
-is noticed within ``heartbeat + heartbeat_timeout`` seconds (40 by default), at once if its host
+the supervisor counts as running, so a second supervisor's Hello for the same agent is
+refused. So a remote supervisor's death is noticed within ``heartbeat + heartbeat_timeout`` seconds (40 by default), at once if its host
 still runs. After a restart of the broker, a remote supervisor that died meanwhile is noticed by
 its successor's Hello.
 """
