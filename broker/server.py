@@ -182,6 +182,16 @@ class Server:
             if exited or gone or self.router in ready:
                 self.process(self._drain() if self.router in ready else [], exited, gone)
 
+    def watch_gate(self) -> None:
+        """The gate's events, read between two requests too: libzmq's I/O thread accepts
+        connections while this loop works through a batch, so waiting for the next poll could
+        let it accept past the reserve (about a microsecond a call when nothing happened)."""
+        if self.gate is None:  # not bound yet
+            return
+        for monitor in self.gate.monitors:
+            if monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self.gate.on_events(monitor)
+
     def _unsubscribed(self) -> list[str]:
         """The XPUB's subscription frames read; the remote supervisors whose ``alive`` topic
         they unsubscribe (their event connection ended)."""
@@ -213,6 +223,7 @@ class Server:
                                            allowed)) is None:
                 continue
             batch.append(frames)
+            self.watch_gate()
             size += sum(len(f) for f in frames)
         return batch
 
@@ -269,6 +280,7 @@ class Server:
                     if reply is not None:
                         replies.append(reply)
                         held += len(reply[2])
+                    self.watch_gate()
                 self.store.before_commit()
                 self._since_prune += end - start
                 if self._since_prune >= PRUNE_EVERY:
