@@ -10,6 +10,7 @@ learns of readiness and stopping through :func:`notify` (systemd's ``Type=notify
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import sys
@@ -32,6 +33,27 @@ def say(prog: str, text: object) -> None:
     """One line on stderr, ``prog: <sentence>``, whatever ``text`` holds."""
     line = " ".join(str(text).split())
     print(f"{prog}: {line}", file=sys.stderr, flush=True)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too, ``NAME: <message> (see `PROG --help`)``,
+    and still exit 2. NAME is ``name`` where a subclass sets it (one prefix for a command and
+    its subcommands), else the parser's own ``prog``."""
+
+    name: str | None = None
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        say(self.name or self.prog, f"{message} (see `{self.prog} --help`)")
+        raise SystemExit(Exit.USAGE)
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace | int:
+    """``parser``'s reading of ``argv``, or the exit code argparse ended with (0 after
+    ``--help``, 2 after a usage error, both already printed)."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
 
 
 def report(exc: Startup) -> int:

@@ -17,16 +17,8 @@ from chatbox.runtime.exits import Exit
 PROG = "chatbox verify-audit"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too (and still exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        startup.say(self.prog, f"{message} (see `{self.prog} --help`)")
-        raise SystemExit(Exit.USAGE)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Verify the audit chain from its first entry; exit 1 "
+    p = startup.Parser(prog=PROG, description="Verify the audit chain from its first entry; exit 1 "
                 "naming the first bad entry.")
     p.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, or the "
                    "nearest directory upward holding .chatbox/)")
@@ -34,10 +26,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else Exit.USAGE
+    args = startup.parse(parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         ws, _ = startup.begin(PROG, args.workspace, config=False)
     except startup.Startup as exc:

@@ -27,14 +27,6 @@ from chatbox.runtime.exits import Exit
 PROG = "chatbox keys"
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too (and still exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        startup.say(self.prog, f"{message} (see `{self.prog} --help`)")
-        raise SystemExit(Exit.USAGE)
-
-
 def _name(text: str) -> str:
     if not NAME_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a name (lower-case letters, digits "
@@ -43,10 +35,10 @@ def _name(text: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="The CurveZMQ keys of the bus over tcp.")
+    p = startup.Parser(prog=PROG, description="The CurveZMQ keys of the bus over tcp.")
     p.add_argument("--workspace", help="workspace directory (default: CHATBOX_WORKSPACE, or the "
                    "nearest directory upward holding .chatbox/)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=startup.Parser)
     issue = sub.add_parser("issue", help="a key for a host (first: the broker's keys)")
     issue.add_argument("name", type=_name, help=f"the host's name ({curve.LOCAL}: this host)")
     issue.add_argument("--out", type=Path, help="where to write the host's files (default "
@@ -59,10 +51,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else Exit.USAGE
+    args = startup.parse(parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         ws, _ = startup.begin(PROG, args.workspace, config=False)
         where = ws.curve_dir

@@ -45,12 +45,8 @@ class BadArgument(Refused):
     code = Exit.USAGE
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too (and still exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        startup.say(PROG, f"{message} (see `{self.prog} --help`)")
-        raise SystemExit(Exit.USAGE)
+class _Parser(startup.Parser):
+    name = PROG  # every usage error, the subcommand's too, is `chatbox service: …`
 
 
 @dataclass(frozen=True)
@@ -345,10 +341,9 @@ def install(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else Exit.USAGE
+    args = startup.parse(parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         return install(args)
     except startup.Startup as exc:
