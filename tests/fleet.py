@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from chatbox.broker.bootstrap import init_workspace
@@ -23,13 +24,26 @@ from chatbox import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["ROOT", "Fleet", "Gate", "Process", "child_env", "short_tempdir", "wait_event",
-           "wait_for"]
+__all__ = ["ROOT", "Fleet", "Gate", "HeldTurn", "Process", "child_env", "short_tempdir",
+           "wait_event", "wait_for"]
 
 
 def child_env(ws: Workspace, **extra: str) -> dict[str, str]:
     """This environment without ``CHATBOX_*``, for ``ws``, importing this checkout first."""
     return harness.child_env(ws.root, PYTHONPATH=str(ROOT), **extra)
+
+
+@dataclass
+class HeldTurn:
+    """A turn in flight for as long as a test needs: its supervisor, started with a closed
+    ``gate`` (``env`` hands it on), the ``post`` that woke it, and the ``turn_spawned`` log line
+    (``spawned["pid"]`` is the turn's child)."""
+
+    gate: "Gate"
+    env: dict[str, str]
+    supervisor: Process
+    post: wire.Message
+    spawned: dict
 
 
 class Gate:
@@ -105,6 +119,14 @@ class Fleet:
         gate = Gate(self.root / f"{name}.fifo")
         self.gates.append(gate)
         return gate, child_env(self.ws, CHATBOX_STUB_GATE=str(gate.path))
+
+    def held_turn(self, agent: str, body: str, channel: str = "#general") -> HeldTurn:
+        """``agent``'s supervisor started with a closed gate, ``body`` posted to ``channel``, and
+        the turn it woke spawned and waiting at the gate."""
+        gate, env = self.gate()
+        sup = self.start_supervisor(agent, env=env)
+        post = self.post(channel, body)
+        return HeldTurn(gate, env, sup, post, sup.wait_log("turn_spawned"))
 
     def write_config(self, text: str) -> None:
         self.ws.config_path.write_text(text, encoding="utf-8")

@@ -64,10 +64,8 @@ def test_a_burst_during_a_busy_turn_causes_exactly_one_follow_up_turn(fleet):
     """DESIGN §4.3: five messages that arrive during one turn cause one next turn draining all."""
     fleet.write_config(stub_config(slow="reply", gated=("slow",)))
     fleet.add_agent("slow", "#general")
-    gate, env = fleet.gate()
-    sup = fleet.start_supervisor("slow", env=env)
-    first = fleet.post("#general", "first")
-    sup.wait_log("turn_spawned")
+    held = fleet.held_turn("slow", "first")
+    gate, sup, first = held.gate, held.supervisor, held.post
     burst = [fleet.post("#general", f"burst {i}").seq for i in range(5)]
     gate.open()  # the first turn is held until the whole burst has arrived
     wait_for(lambda: len(acks(fleet, "slow")) >= 2, what="the follow-up turn")
@@ -99,10 +97,8 @@ def test_a_supervisor_killed_mid_turn_is_noticed_and_its_messages_redelivered_on
     fleet.write_config(stub_config(worker="reply", gated=("worker",)))
     fleet.start_broker()
     fleet.add_agent("worker", "#general")
-    _, env = fleet.gate()  # never opened: the turn is running when its supervisor dies
-    sup = fleet.start_supervisor("worker", env=env)
-    post = fleet.post("#general", "do the thing")
-    child = sup.wait_log("turn_spawned")["pid"]
+    held = fleet.held_turn("worker", "do the thing")  # its gate is never opened: the turn is
+    sup, post, child = held.supervisor, held.post, held.spawned["pid"]  # running when sup dies
     os.kill(sup.pid, signal.SIGKILL)
     wait_for(lambda: fleet.agent("worker").state == "ASLEEP", what="the lost turn noticed")
     info = fleet.agent("worker")
@@ -150,10 +146,8 @@ def test_a_broker_restart_mid_turn_loses_nothing(fleet):
     """DESIGN §4.6: the report is retried until the restarted broker has it; no message is lost."""
     fleet.write_config(stub_config(steady="reply", gated=("steady",)))
     fleet.add_agent("steady", "#general")
-    gate, env = fleet.gate()
-    sup = fleet.start_supervisor("steady", env=env)
-    post = fleet.post("#general", "survive a restart")
-    sup.wait_log("turn_spawned")
+    held = fleet.held_turn("steady", "survive a restart")
+    gate, sup, post = held.gate, held.supervisor, held.post
     assert fleet.stop_broker() == 0
     gate.open()
     sup.wait_log("turn")  # the turn ended while the broker is down: its report has to wait
@@ -183,10 +177,8 @@ def test_a_supervisor_stops_gracefully_finishing_its_turn(fleet, sig):
     """Issue 3: the first INT/TERM finishes the running turn, reports it, and exits 0."""
     fleet.write_config(stub_config(calm="reply", gated=("calm",)))
     fleet.add_agent("calm", "#general")
-    gate, env = fleet.gate()
-    sup = fleet.start_supervisor("calm", env=env)
-    post = fleet.post("#general", "finish this first")
-    sup.wait_log("turn_spawned")
+    held = fleet.held_turn("calm", "finish this first")
+    gate, sup, post = held.gate, held.supervisor, held.post
     sup.popen.send_signal(sig)  # delivered while the turn waits at its gate
     gate.open()
     assert sup.popen.wait(20) == 0

@@ -80,10 +80,8 @@ def test_a_report_refused_while_the_disk_is_full_is_retried_until_it_lands(small
     fleet.write_config(CONFIG)
     fleet.start_broker()
     fleet.add_agent("worker", "#general")
-    gate, env = fleet.gate()
-    sup = fleet.start_supervisor("worker", env=env)
-    post = fleet.post("#general", "answer me once")
-    sup.wait_log("turn_spawned")
+    held = fleet.held_turn("worker", "answer me once")
+    gate, sup, post = held.gate, held.supervisor, held.post
     filler = fill(fleet.ws.data)
     gate.open()  # the turn ends while nothing can be stored: its report is refused `store`
     fleet.broker.wait_log("commit_failed")
@@ -122,10 +120,8 @@ def test_revoking_an_agent_mid_turn_ends_the_turn_and_its_supervisor_exits_with_
     fleet.stop_broker()
     fleet.start_broker()  # reads the config above
     fleet.add_agent("worker", "#general")
-    gate, env = fleet.gate()
-    sup = fleet.start_supervisor("worker", env=env)
-    fleet.post("#general", "a turn that will not be reported")
-    sup.wait_log("turn_spawned")
+    held = fleet.held_turn("worker", "a turn that will not be reported")
+    gate, sup = held.gate, held.supervisor
     fleet.client().call(wire.Revoke(name="worker"))
     info = fleet.agent("worker")
     assert info.revoked and info.state == "ASLEEP" and info.supervisor is None

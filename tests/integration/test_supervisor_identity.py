@@ -35,11 +35,8 @@ def busy(bare_fleet):
     fleet.write_config(CONFIG)
     fleet.start_broker()
     fleet.add_agent("worker", "#general")
-    gate, env = fleet.gate()
-    first = fleet.start_supervisor("worker", env=env)
-    post = fleet.post("#general", "run me once")
-    first.wait_log("turn_spawned")
-    return fleet, gate, env, first, post
+    held = fleet.held_turn("worker", "run me once")
+    return fleet, held.gate, held.env, held.supervisor, held.post
 
 
 def test_after_a_broker_restart_a_second_supervisor_is_refused_while_the_first_runs(busy):
