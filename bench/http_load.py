@@ -66,8 +66,7 @@ def _http_thread(port: int, token: str, worker: int, seconds: float, start_at: f
     for i in range(5):  # warm the connection and the server's client pool
         conn.request(method, path, body(f"warm {worker} {i}"), headers)
         conn.getresponse().read()
-    while time.monotonic() < start_at:
-        time.sleep(0.001)
+    time.sleep(max(0.0, start_at - time.monotonic()))  # every worker starts at start_at
     deadline = start_at + seconds
     i = 0
     while time.monotonic() < deadline:
