@@ -19,7 +19,7 @@ import time
 import apsw
 import structlog
 
-from chatbox.broker import audit_start, channels
+from chatbox.broker import audit_start, channels, gate
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import BrokerError
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return startup.report(startup.Startup("broker", str(exc)))
     except startup.Startup as exc:
         return startup.report(exc)
+    if (why := gate.too_few()) is not None:
+        startup.say("broker", why)
+        return Exit.FAILED
     startup.logging(config, args.log_level, component="broker")
     log = structlog.get_logger("broker")
     lock = WorkspaceLock(ws.lock_path)

@@ -23,6 +23,7 @@ its turn is recorded lost (``broker/liveness.py``).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import apsw
 import structlog
@@ -94,6 +95,7 @@ class Server:
                 path.chmod(0o600)
         self.sockwatch = SocketWatch([p for e, _ in self._bound() if (p := ipc_path(e))])
         self.gate = Gate(self._bound())
+        self.gate.start()
 
     def _secure(self) -> None:
         """Make every tcp listener a CURVE server admitting the allow-list (through ZAP), or
@@ -123,9 +125,14 @@ class Server:
         """Bind again each ipc endpoint whose socket file was removed while the broker ran, so
         new clients reach it; the clients already connected keep their connections (the old
         listener stays open, unreachable, until the broker stops)."""
-        gone = self.sockwatch.missing()
-        if self.gate is not None and self.gate.closed:
-            return  # moved aside by the gate itself
+        if self.gate is None:
+            return  # not bound yet
+        with self.gate.lock:
+            gone = self.sockwatch.missing()
+            if not self.gate.closed:  # else moved aside by the gate itself
+                self._rebind(gone)
+
+    def _rebind(self, gone: list[Path]) -> None:
         for endpoint, sock in self._bound():
             path = ipc_path(endpoint)
             if path not in gone:
@@ -156,8 +163,6 @@ class Server:
         removals = self.sockwatch.fileno()
         if removals is not None:
             poller.register(removals, zmq.POLLIN)
-        for monitor in self.gate.monitors:
-            poller.register(monitor, zmq.POLLIN)
         if self.xpub:
             poller.register(self.pub, zmq.POLLIN)
         liveness = self.handlers.dispatcher.liveness
@@ -169,9 +174,6 @@ class Server:
             ready = dict(poller.poll())
             if self.signals.fileno() in ready:
                 self.signals.drain()
-            for monitor in self.gate.monitors:
-                if monitor in ready:
-                    self.gate.on_events(monitor)
             if removals is None or removals in ready:
                 self.rebind_missing()
             exited = [fd for fd in watched if fd in ready]
@@ -181,16 +183,6 @@ class Server:
             gone = self._unsubscribed()  # before the requests: a Hello after its subscription
             if exited or gone or self.router in ready:
                 self.process(self._drain() if self.router in ready else [], exited, gone)
-
-    def watch_gate(self) -> None:
-        """The gate's events, read between two requests too: libzmq's I/O thread accepts
-        connections while this loop works through a batch, so waiting for the next poll could
-        let it accept past the reserve (about a microsecond a call when nothing happened)."""
-        if self.gate is None:  # not bound yet
-            return
-        for monitor in self.gate.monitors:
-            if monitor.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self.gate.on_events(monitor)
 
     def _unsubscribed(self) -> list[str]:
         """The XPUB's subscription frames read; the remote supervisors whose ``alive`` topic
@@ -223,7 +215,6 @@ class Server:
                                            allowed)) is None:
                 continue
             batch.append(frames)
-            self.watch_gate()
             size += sum(len(f) for f in frames)
         return batch
 
@@ -280,7 +271,6 @@ class Server:
                     if reply is not None:
                         replies.append(reply)
                         held += len(reply[2])
-                    self.watch_gate()
                 self.store.before_commit()
                 self._since_prune += end - start
                 if self._since_prune >= PRUNE_EVERY:

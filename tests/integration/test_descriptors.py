@@ -4,27 +4,46 @@ The broker is started with a low hard RLIMIT_NOFILE (``prlimit``, so raising it 
 limit at start changes nothing); more clients connect than it has descriptors for. It stays
 alive, a client connected before keeps being served, and once the crowd leaves new clients are
 served again; a client that finds no socket meanwhile is told the broker is at its descriptor
-limit. Real broker, real sockets."""
+limit. Below the minimum a broker needs for that, it does not start. Real broker, real
+sockets."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 
 import pytest
 
 from chatbox.bus import wire
 from chatbox.bus.client import BusClient
+from chatbox.bus.endpoints import ipc_path
 from chatbox.bus.errors import Unreachable
 from tests.integration.test_bus_abuse import envelope, raw_dealer
 
 CROWD = 400    # connections opened against the broker, more than it has descriptors for
 
 
-@pytest.mark.parametrize("nofile", [64, 256])  # the broker's soft and hard limit
-def test_a_broker_out_of_descriptors_refuses_connections_and_keeps_serving(bare_fleet, nofile):
+def need_prlimit() -> None:
     if shutil.which("prlimit") is None:
         pytest.skip("prlimit (util-linux) is not installed")
+
+
+def test_a_broker_with_too_few_descriptors_does_not_start(bare_fleet):
+    need_prlimit()
+    done = subprocess.run(["prlimit", "--nofile=100:100", sys.executable, "-m", "chatbox.broker",
+                           "--workspace", str(bare_fleet.ws.root)],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == ("broker: the descriptor limit is 100, below the 128 a broker needs "
+                           "to keep a reserve and refuse connections safely: raise it "
+                           "(LimitNOFILE= in the unit, ulimit -n)\n")
+    assert not ipc_path(bare_fleet.ws.endpoints().request).exists()  # never bound
+
+
+@pytest.mark.parametrize("nofile", [128, 256])  # the broker's soft and hard limit
+def test_a_broker_out_of_descriptors_refuses_connections_and_keeps_serving(bare_fleet, nofile):
+    need_prlimit()
     fleet = bare_fleet
     broker = fleet.start_broker(["prlimit", f"--nofile={nofile}:{nofile}", sys.executable,
                                  "-m", "chatbox.broker"])
