@@ -76,6 +76,9 @@ class AgentConfig(_Strict):
     max_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20  # model round trips per turn
     # every turn in an OS sandbox (supervisor/sandbox.py); "none" is a deliberate opt-out
     sandbox: Literal["bwrap", "none"] = "bwrap"
+    # further paths a turn may read in the sandbox, read-only (relative to the workspace, or
+    # absolute); each must exist when a turn starts
+    sandbox_paths: list[str] = []
     env: list[str] = []
     limits: dict[str, Any] = {}
 

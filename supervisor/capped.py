@@ -15,6 +15,9 @@ One turn, start to end::
       ▼
     SIGKILL the group (grandchildren left behind die too), reap the leader -> TurnResult
 
+A sandboxed turn also gets a lifeline (``TurnSpec.lifeline``): with it, it dies with this
+process at any moment, with no race.
+
 The leader is detected as exited with ``waitid(WNOWAIT)`` and reaped only after the final
 ``killpg``: while it is an unreaped zombie its pid, hence the group id, cannot be recycled, so
 the last signal can never hit a stranger. A grandchild that calls ``setsid()`` itself escapes
@@ -63,6 +66,12 @@ class TurnSpec(msgspec.Struct, kw_only=True):
     max_seconds: float = 600.0
     max_output_bytes: int = 1024 * 1024
     kill_grace_seconds: float = 5.0
+    # the child gets the read end of a pipe only we write (its number in LIFELINE): end-of-file
+    # when the turn is finished or we die, at which the sandbox's init ends it (sandbox_init.py)
+    lifeline: bool = False
+
+
+LIFELINE = "CHATBOX_LIFELINE_FD"
 
 
 class TurnResult(msgspec.Struct, kw_only=True):
@@ -98,22 +107,30 @@ def run_capped(spec: TurnSpec, *, cancel_fd: int | None = None,
              is_cancelled: Callable[[], bool] = lambda: False,
              on_start: Callable[[int], None] | None = None) -> TurnResult:
     """Run ``spec`` to its end or its cap; see the module docstring for the sequence."""
-    started = time.time()
+    started, env = time.time(), dict(spec.env)
+    lifeline = os.pipe() if spec.lifeline else None  # closed on exec but what pass_fds passes
     try:
         if not spec.argv:
             raise ValueError("the command is empty")
         argv, kwargs = spawn_plan(spec)
+        if lifeline is not None:
+            env[LIFELINE], kwargs["pass_fds"] = str(lifeline[0]), (lifeline[0],)
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE if spec.stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(spec.env), cwd=spec.cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=spec.cwd,
             close_fds=True, bufsize=0, **kwargs)
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        if lifeline is not None:
+            os.close(lifeline[1])
         name = spec.argv[0] if spec.argv else "(nothing)"
         return TurnResult(outcome="failed", exit_code=None, output="",
                           stderr_tail=f"cannot start {name!r}: {exc}",
                           digest=hashlib.sha256(b"").hexdigest(), excerpt="",
                           started_at=started, ended_at=time.time(), pid=None)
-    turn = _Turn(proc, spec)
+    finally:
+        if lifeline is not None:
+            os.close(lifeline[0])  # the child's end
+    turn = _Turn(proc, spec, lifeline[1] if lifeline is not None else None)
     try:
         if on_start is not None:
             on_start(proc.pid)
@@ -220,9 +237,10 @@ def _pidfd(pid: int) -> int | None:
 class _Turn:
     """The state of one running turn: its pipes, what they carried, and why it was stopped."""
 
-    def __init__(self, proc: subprocess.Popen, spec: TurnSpec):
+    def __init__(self, proc: subprocess.Popen, spec: TurnSpec, lifeline: int | None):
         self.proc = proc
         self.spec = spec
+        self.lifeline = lifeline  # the write end; closed at finish
         self.out = bytearray()
         self.err = bytearray()
         self.reason: str | None = None  # timeout | capped | cancelled, once stopped
@@ -337,7 +355,9 @@ class _Turn:
         return any(not p.closed for p in (self.proc.stdout, self.proc.stderr))
 
     def finish(self) -> None:
-        """Kill what is left of the group, keep what it already wrote, reap the leader."""
+        """Cut the lifeline, kill what is left of the group, keep what it wrote, reap the leader."""
+        if self.lifeline is not None:
+            os.close(self.lifeline)
         self.close_stdin()
         _signal_group(self.proc, signal.SIGKILL)  # the leader is not reaped yet: safe
         for pipe, take in ((self.proc.stdout, self.read_stdout), (self.proc.stderr, self.read_stderr)):

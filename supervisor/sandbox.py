@@ -22,9 +22,10 @@ needs is bound back, read-only unless said:
 A tree that would show the operator's home, a parent of the workspace or a whole top-level
 directory is never bound: the narrower directory of the program, or the file alone, is.
 ``HOME`` is the agent's CLI home and ``TMPDIR`` a directory in it. The turn gets its own PID
-namespace: when the turn ends, or its supervisor dies (``--die-with-parent`` under the
-supervisor's ``PR_SET_PDEATHSIG``), every process it started dies with it, a ``setsid``
-grandchild included. The network is shared: the engine needs its model. The turn keeps the
+namespace, whose PID 1 is ``sandbox_init.py``: it holds the read end of the supervisor's
+lifeline (a pipe only the supervisor can write), so when the turn ends, or its supervisor dies
+at any moment — while bubblewrap is still setting the sandbox up included — it exits, and every
+process the turn started dies with it, a ``setsid`` grandchild included. The network is shared: the engine needs its model. The turn keeps the
 operator's user, so what that user may read in the system directories it may read too.
 
 ``sandbox = "none"`` in an agent's config turns this off, deliberately; the supervisor logs it at
@@ -57,6 +58,9 @@ SCRATCH = ("/tmp", "/var/tmp")  # empty, writable, sticky like the host's
 # the packages whose code a turn runs (the stub and the relay by file, ``chatbox`` by import)
 PACKAGES = ("chatbox", "chatbox.bus", "chatbox.runtime", "chatbox.guardrails",
             "chatbox.supervisor", "chatbox.broker")
+# the sandbox's PID 1 (instead of bubblewrap's own): it ends the sandbox when the supervisor's
+# lifeline closes, which the run of a sandboxed turn must give it (``TurnSpec.lifeline``)
+INIT = Path(__file__).with_name("sandbox_init.py")
 _HOPS = 40  # symlinks followed at most, as the kernel does
 _INTERPRETERS = 3  # `#!` interpreters followed at most (a script run by a script ...)
 
@@ -89,7 +93,7 @@ def wrap(argv: list[str], *, ws: Workspace, agent: str, endpoints: Endpoints, ho
         raise EngineError(f"bubblewrap (`bwrap`) is gone from PATH; {INSTALL}")
     env = os.environ if env is None else env
     root, data = str(ws.root), ws.data
-    args = [bwrap, "--die-with-parent", "--unshare-pid", "--new-session",
+    args = [bwrap, "--die-with-parent", "--unshare-pid", "--as-pid-1", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hide_the_host()]
     for path in [*runtime(argv, env, ws), *opened(paths)]:
         args += ["--ro-bind", str(path), str(path)]
@@ -107,7 +111,7 @@ def wrap(argv: list[str], *, ws: Workspace, agent: str, endpoints: Endpoints, ho
     for flag, path in own:
         if Path(path).exists():
             args += [flag, str(path), str(path)]
-    return [*args, "--chdir", root, "--", *argv]
+    return [*args, "--chdir", root, "--", sys.executable, "-I", "-S", str(INIT), "--", *argv]
 
 
 def hide_the_host() -> list[str]:

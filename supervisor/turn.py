@@ -108,8 +108,10 @@ class TurnRunner:
             # the system outside is read-only in the sandbox: home and scratch are the agent's
             child_env["HOME"], child_env["TMPDIR"] = str(self.home), str(self.home / "tmp")
             argv = sandbox.wrap(argv, ws=self.ws, agent=self.agent, endpoints=self.endpoints,
-                                home=self.home, env=child_env)
+                                home=self.home, env=child_env,
+                                paths=[self.ws.root / p for p in c.sandbox_paths])
         spec = TurnSpec(argv=argv, stdin=built.stdin, env=child_env, cwd=str(self.ws.root),
+                        lifeline=c.sandbox == "bwrap",
                         max_seconds=self.limits.max_turn_seconds,
                         max_output_bytes=self.limits.max_output_bytes,
                         kill_grace_seconds=self.limits.kill_grace_seconds)

@@ -5,6 +5,7 @@ token and another agent's, rewrite chatbox.toml, and leave a `setsid` grandchild
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,6 +95,46 @@ def test_nothing_a_turn_started_outlives_a_kill_9_of_its_supervisor(fleet):
     assert wait_for(escaped, timeout=10, what="the setsid grandchild")
     os.kill(sup.pid, signal.SIGKILL)
     wait_for(lambda: not escaped(), timeout=15, what="the grandchild to die with the sandbox")
+
+
+def processes_with(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+# a supervisor's turn start, through the supervisor's own builder and runner, by a process that
+# is SIGKILLed the moment the turn's process exists: before bubblewrap has set anything up
+DIES_AS_THE_TURN_STARTS = r'''
+import os, signal, sys
+from chatbox.runtime.config import load
+from chatbox.runtime.workspace import Workspace
+from chatbox.supervisor.capped import run_capped
+from chatbox.supervisor.turn import TurnRunner
+ws = Workspace.find(sys.argv[1])
+config = load(ws.config_path)
+spec, _ = TurnRunner("eve", config.agent("eve"), config.limits_for("eve"), ws).build(1, [])
+run_capped(spec, on_start=lambda pid: os.kill(os.getpid(), signal.SIGKILL))
+'''
+
+
+def test_nothing_outlives_a_supervisor_killed_while_the_sandbox_is_set_up(fleet):
+    marker = "271828-sandbox-setup"
+    fleet.write_config(config([sys.executable, "-I", "-S", "-c", "import signal; signal.pause()",
+                               marker]))
+    fleet.add_agent("eve", "#general")
+    for _ in range(3):  # each time the supervisor dies before any death signal is armed
+        died = subprocess.run([sys.executable, "-c", DIES_AS_THE_TURN_STARTS, str(fleet.root)],
+                              env=child_env(fleet.ws), capture_output=True, text=True,
+                              timeout=60)
+        assert died.returncode == -signal.SIGKILL, died.stderr
+        wait_for(lambda: not processes_with(marker), timeout=15,
+                 what="the sandbox and its turn to end with their supervisor")
 
 
 def test_without_a_sandbox_the_supervisor_refuses_to_run_turns(fleet, tmp_path):
@@ -249,9 +290,11 @@ def test_a_program_installed_outside_the_system_runs_from_its_install_tree(fleet
 
 
 def test_paths_the_config_opens_are_bound_read_only(fleet, tmp_path):
-    """``paths`` (the agent's ``sandbox_paths``) shows a directory outside the workspace,
-    read-only; without it the directory is not there. Real bubblewrap, run as a turn is."""
-    from chatbox.supervisor import sandbox
+    """``sandbox_paths`` shows a directory outside the workspace, read-only; without it the
+    directory is not there. The supervisor's own builder and runner, real bubblewrap."""
+    from chatbox.runtime.config import load
+    from chatbox.supervisor.capped import run_capped
+    from chatbox.supervisor.turn import TurnRunner
 
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -260,13 +303,16 @@ def test_paths_the_config_opens_are_bound_read_only(fleet, tmp_path):
             "import sys; print(open(sys.argv[1]).read())\n"
             "try:\n    open(sys.argv[1], 'a')\nexcept OSError as exc:\n"
             "    print(exc.__class__.__name__)", str(shared / "notes")]
+    fleet.add_agent("eve", "#general")
 
-    def run(paths: list[Path]) -> subprocess.CompletedProcess:
-        argv = sandbox.wrap(look, ws=fleet.ws, agent="eve", endpoints=fleet.ws.endpoints(),
-                            home=fleet.ws.agent_home("eve"), paths=paths)
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    def run(paths: list[Path]):
+        fleet.write_config(config([a.replace("\n", "\\n") for a in look],
+                                  sandbox_paths=json.dumps([str(p) for p in paths])))
+        cfg = load(fleet.ws.config_path)
+        spec, _ = TurnRunner("eve", cfg.agent("eve"), cfg.limits_for("eve"), fleet.ws).build(1, [])
+        return run_capped(spec)
 
     opened = run([shared])
-    assert opened.stdout.split("\n")[:2] == ["shared notes", "OSError"], opened
+    assert opened.output.split("\n")[:2] == ["shared notes", "OSError"], opened
     closed = run([])
-    assert closed.returncode == 1 and "FileNotFoundError" in closed.stderr, closed
+    assert closed.exit_code == 1 and "FileNotFoundError" in closed.stderr_tail, closed
