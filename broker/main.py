@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.FAILED
     try:
         store = Store(ws.db_path, synchronous=args.synchronous, existing=True)
+        store.checkpoint_in_background()
         dispatcher = Dispatcher(source.limits_for)
         with store.write():  # (what recovery publishes is dropped: wakes are hints)
             ctx = Ctx(store.db, Principal("broker", "admin"), time.time())

@@ -15,6 +15,7 @@ from pathlib import Path
 import apsw
 import apsw.bestpractice
 
+from chatbox.broker.checkpoint import Checkpointer
 from chatbox.broker.errors import StoreError
 from chatbox.broker.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -85,6 +86,7 @@ class Store:
         except apsw.Error as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         self._depth = 0
+        self.checkpointer: Checkpointer | None = None
         self._savepoints = 0
         try:
             try:
@@ -172,5 +174,16 @@ class Store:
     def in_transaction(self) -> bool:
         return self._depth > 0
 
+    def checkpoint_in_background(self) -> Checkpointer:
+        """From now on the write-ahead log is checkpointed by a thread, never in a commit
+        (``broker/checkpoint.py``); :meth:`close` stops it."""
+        self.checkpointer = Checkpointer(self.path)
+        self.db.set_wal_hook(self.checkpointer.hook)
+        return self.checkpointer
+
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.db.set_wal_hook(None)
+            self.checkpointer.close()
+            self.checkpointer = None
         self.db.close()

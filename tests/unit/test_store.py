@@ -201,3 +201,34 @@ def test_old_idempotency_keys_are_pruned_and_new_ones_kept(db_path):
         assert keys == ["k2"]
     finally:
         store.close()
+
+
+def test_the_write_ahead_log_is_checkpointed_by_its_own_thread_not_in_a_commit(db_path):
+    """broker/checkpoint.py: with the broker's WAL hook SQLite's own checkpoints are off
+    (``wal_autocheckpoint`` reads 0); the thread checkpoints, and under commits back to back the
+    log stays under its limit (plus a commit) however much is written; everything written is
+    there after a reopen."""
+    from chatbox.broker.checkpoint import LIMIT
+    from tests.fleet import wait_for
+
+    store = Store(db_path)
+    checkpointer = store.checkpoint_in_background()
+    assert store.db.execute("PRAGMA wal_autocheckpoint").get == 0
+    page = store.db.execute("PRAGMA page_size").get
+    rows = 0
+    try:
+        for _ in range(60):  # ~250 pages a commit: twice the limit in all
+            with store.write() as db:
+                for _ in range(100):
+                    rows += 1
+                    _add(db, f"p{rows}-" + "x" * (page - 200))
+        wait_for(lambda: checkpointer.done >= 1, timeout=30, what="a checkpoint by the thread")
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert wal.stat().st_size < (LIMIT + 1000) * page  # reused from its start
+    finally:
+        store.close()
+    again = Store(db_path)
+    try:
+        assert again.db.execute("SELECT count(*) FROM principals WHERE name LIKE 'p%'").get == rows
+    finally:
+        again.close()
