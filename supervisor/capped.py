@@ -15,8 +15,8 @@ One turn, start to end::
       ▼
     SIGKILL the group (grandchildren left behind die too), reap the leader -> TurnResult
 
-A sandboxed turn also gets a lifeline (``TurnSpec.lifeline``): with it, it dies with this
-process at any moment, with no race.
+A sandboxed turn gets a lifeline instead of the parent-death signal (``TurnSpec.lifeline``):
+it dies with this process at any moment, with no race, and is ended by cutting it.
 
 The leader is detected as exited with ``waitid(WNOWAIT)`` and reaped only after the final
 ``killpg``: while it is an unreaped zombie its pid, hence the group id, cannot be recycled, so
@@ -32,22 +32,17 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import select
 import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 
 import msgspec
 
-DEFAULT_ALLOW: tuple[str, ...] = (
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ",
-    "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
-    # Windows
-    "SYSTEMROOT", "COMSPEC", "PATHEXT", "APPDATA", "LOCALAPPDATA", "USERPROFILE",
-)
 STDERR_TAIL_BYTES = 4096
 EXCERPT_CHARS = 500
 LINGER_SECONDS = 0.5  # how long pipes are drained once the leader has exited
@@ -86,21 +81,6 @@ class TurnResult(msgspec.Struct, kw_only=True):
     started_at: float
     ended_at: float
     pid: int | None
-
-
-def allowed_env(base: Mapping[str, str], extra: Mapping[str, str],
-                allow: Iterable[str] = DEFAULT_ALLOW) -> dict[str, str]:
-    """The child's environment: names of ``DEFAULT_ALLOW`` and ``allow`` taken from ``base``,
-    then ``extra`` laid over them. ``allow`` only adds names; ``NAME_*`` allows a prefix."""
-    names = {*DEFAULT_ALLOW, *allow}
-    exact = {n for n in names if not n.endswith("*")}
-    prefixes = tuple(n[:-1] for n in names if n.endswith("*"))
-    fold = str.upper if sys.platform == "win32" else str  # Windows names are case-insensitive
-    exact = {fold(n) for n in exact}
-    prefixes = tuple(fold(p) for p in prefixes)
-    env = {k: v for k, v in base.items() if fold(k) in exact or (prefixes and fold(k).startswith(prefixes))}
-    env.update(extra)
-    return env
 
 
 def run_capped(spec: TurnSpec, *, cancel_fd: int | None = None,
@@ -149,7 +129,11 @@ _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
 def spawn_plan(spec: TurnSpec) -> tuple[list[str], dict]:
-    """The argv and Popen arguments: own process group, and death with the supervisor."""
+    """The argv and Popen arguments: own process group, and death with the supervisor — by the
+    lifeline for a sandboxed turn, whose bubblewrap a parent-death signal would kill mid-set-up,
+    leaving its child waiting for it forever."""
+    if spec.lifeline:
+        return list(spec.argv), {"start_new_session": True}
     if _SETPRIV is None:
         return list(spec.argv), _group_kwargs()
     program = spec.argv[0]
@@ -301,11 +285,21 @@ class _Turn:
                             self.stop("cancelled")
 
     def stop(self, reason: str) -> None:
-        """A cap or a cancel: SIGTERM the group now, SIGKILL it after the grace."""
+        """A cap or a cancel: SIGTERM the group (a sandbox: cut its lifeline) now, SIGKILL it
+        after the grace."""
         self.reason = reason
         self.close_stdin()
-        _signal_group(self.proc, signal.SIGTERM)
+        if self.lifeline is not None:
+            self.cut()
+        else:
+            _signal_group(self.proc, signal.SIGTERM)
         self.kill_at = time.monotonic() + max(0.0, self.spec.kill_grace_seconds)
+
+    def cut(self) -> None:
+        """End the sandbox: its init exits at the end-of-file, then its bubblewrap."""
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
 
     def read_stdout(self, pipe) -> None:
         data = self._read(pipe)
@@ -355,9 +349,12 @@ class _Turn:
         return any(not p.closed for p in (self.proc.stdout, self.proc.stderr))
 
     def finish(self) -> None:
-        """Cut the lifeline, kill what is left of the group, keep what it wrote, reap the leader."""
-        if self.lifeline is not None:
-            os.close(self.lifeline)
+        """Cut the lifeline and let the sandbox end, kill what is left of the group, keep what
+        it wrote, reap the leader."""
+        if self.spec.lifeline:
+            self.cut()
+            if self.pidfd is not None:  # never SIGKILL bubblewrap mid-set-up (see spawn_plan)
+                select.select([self.pidfd], [], [], REAP_SECONDS)
         self.close_stdin()
         _signal_group(self.proc, signal.SIGKILL)  # the leader is not reaped yet: safe
         for pipe, take in ((self.proc.stdout, self.read_stdout), (self.proc.stderr, self.read_stderr)):

@@ -93,7 +93,7 @@ def wrap(argv: list[str], *, ws: Workspace, agent: str, endpoints: Endpoints, ho
         raise EngineError(f"bubblewrap (`bwrap`) is gone from PATH; {INSTALL}")
     env = os.environ if env is None else env
     root, data = str(ws.root), ws.data
-    args = [bwrap, "--die-with-parent", "--unshare-pid", "--as-pid-1", "--new-session",
+    args = [bwrap, "--unshare-pid", "--as-pid-1", "--new-session",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *hide_the_host()]
     for path in [*runtime(argv, env, ws), *opened(paths)]:
         args += ["--ro-bind", str(path), str(path)]

@@ -5,12 +5,13 @@ and ends the moment the turn's supervisor does, whenever that is.
 
 Descriptor N is the read end of a pipe whose write end only the supervisor holds
 (``capped.run_capped``'s lifeline). It reads end-of-file once the supervisor closes it (the turn
-is over, cancelled or out of time) or dies — even a death before this process started, which is
-what a parent-death signal cannot cover: bubblewrap arms its own only after setting the sandbox
-up, so a supervisor killed in those milliseconds used to leave the sandbox and its turn running.
-On end-of-file this exits at once, and the kernel kills every process left in the namespace, a
-``setsid`` grandchild included. Otherwise it reaps what the namespace orphans and, when the
-command exits, exits with its status (128 + N for a signal, as bubblewrap reports one).
+is over, cancelled or out of time) or dies — even a death before this process started, which a
+parent-death signal cannot cover: bubblewrap arms its own only after setting the sandbox up, and
+a bubblewrap killed before then leaves its child waiting for it forever. So nothing kills
+bubblewrap: on end-of-file this exits at once, the kernel kills every process left in the
+namespace (a ``setsid`` grandchild included), and bubblewrap ends with it. Otherwise it reaps
+what the namespace orphans and, when the command exits, exits with its status (128 + N for a
+signal, as bubblewrap reports one).
 
 It runs isolated, standard library only, so it starts in milliseconds.
 """

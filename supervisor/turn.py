@@ -20,7 +20,8 @@ from chatbox.supervisor import cli_homes, engine_output, engines, sandbox
 from chatbox.supervisor.errors import EngineError, SupervisorError
 from chatbox.supervisor.mcp_hub import McpHub
 from chatbox.supervisor.prompt import render_pointer, render_prompt
-from chatbox.supervisor.capped import TurnSpec, allowed_env, run_capped
+from chatbox.supervisor.capped import TurnSpec, run_capped
+from chatbox.supervisor.turn_env import allowed_env
 
 log = structlog.get_logger("supervisor")
 

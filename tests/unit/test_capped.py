@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbox.supervisor.capped import DEFAULT_ALLOW, TurnSpec, allowed_env, run_capped
+from chatbox.supervisor.capped import TurnSpec, run_capped
+from chatbox.supervisor.turn_env import DEFAULT_ALLOW, allowed_env
 from tests.fleet import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
