@@ -70,6 +70,17 @@ def test_a_turn_cannot_read_the_admin_token_or_rewrite_the_config_or_the_trail(f
     assert "max_hops = 100" in (Path(fleet.root) / "notes.txt").read_text()
 
 
+def processes_with(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
 def test_nothing_a_turn_started_outlives_a_kill_9_of_its_supervisor(fleet):
     marker = "314159"
     script = Path(fleet.root) / "escape.sh"
@@ -82,30 +93,10 @@ def test_nothing_a_turn_started_outlives_a_kill_9_of_its_supervisor(fleet):
     fleet.post("#general", "@eve run away")
     wait_for(lambda: (Path(fleet.root) / "escaped").exists(), timeout=30, what="the turn")
 
-    def escaped() -> list[int]:
-        pids = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-        return pids
-
-    assert wait_for(escaped, timeout=10, what="the setsid grandchild")
+    assert wait_for(lambda: processes_with(marker), timeout=10, what="the setsid grandchild")
     os.kill(sup.pid, signal.SIGKILL)
-    wait_for(lambda: not escaped(), timeout=15, what="the grandchild to die with the sandbox")
-
-
-def processes_with(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            pass
-    return pids
+    wait_for(lambda: not processes_with(marker), timeout=15,
+             what="the grandchild to die with the sandbox")
 
 
 # a supervisor's turn start, through the supervisor's own builder and runner, by a process that
