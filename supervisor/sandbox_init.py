@@ -19,7 +19,6 @@ It runs isolated, standard library only, so it starts in milliseconds.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 
@@ -37,32 +36,32 @@ def main(argv: list[str]) -> int:
         return 2
     lifeline = int(os.environ.pop(LIFELINE))
     os.set_inheritable(lifeline, False)  # the turn's own processes never hold it
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so that it wakes the select
-    try:
-        command = os.posix_spawnp(argv[1], argv[1:], os.environ)
-    except OSError as exc:
-        print(f"sandbox: cannot start {argv[1]!r}: {exc.strerror}", file=sys.stderr)
-        return 127
-    while True:
-        ready, _, _ = select.select([lifeline, wake_r], [], [])
-        if lifeline in ready:  # the supervisor is gone or done: so is everything in here
-            os._exit(128 + signal.SIGKILL)
-        try:
-            while os.read(wake_r, 512):
-                pass
-        except BlockingIOError:
-            pass
+    command = 0
+
+    def reap(*_: object) -> None:
+        """SIGCHLD: reap what the namespace left us; the command's end is ours."""
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                pid = 0
+                return
             if pid == 0:
-                break
+                return
             if pid == command:
-                return status_of(wait_status)
+                os._exit(status_of(wait_status))
+
+    # held until the command's pid is known, so its end cannot be reaped unrecognised
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    signal.signal(signal.SIGCHLD, reap)
+    try:
+        command = os.posix_spawnp(argv[1], argv[1:], os.environ, setsigmask=())
+    except OSError as exc:
+        print(f"sandbox: cannot start {argv[1]!r}: {exc.strerror}", file=sys.stderr)
+        return 127
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    while os.read(lifeline, 512):  # the handler runs between two reads; nothing is written
+        pass
+    os._exit(128 + signal.SIGKILL)  # the supervisor is gone or done: so is everything in here
 
 
 if __name__ == "__main__":
