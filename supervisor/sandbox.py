@@ -25,8 +25,9 @@ directory is never bound: the narrower directory of the program, or the file alo
 namespace, whose PID 1 is ``sandbox_init.py``: it holds the read end of the supervisor's
 lifeline (a pipe only the supervisor can write), so when the turn ends, or its supervisor dies
 at any moment — while bubblewrap is still setting the sandbox up included — it exits, and every
-process the turn started dies with it, a ``setsid`` grandchild included. The network is shared: the engine needs its model. The turn keeps the
-operator's user, so what that user may read in the system directories it may read too.
+process the turn started dies with it, a ``setsid`` grandchild included. The network is shared:
+the engine needs its model. The turn keeps the operator's user, so what that user may read in
+the system directories it may read too.
 
 ``sandbox = "none"`` in an agent's config turns this off, deliberately; the supervisor logs it at
 start. Where bubblewrap cannot start, the supervisor refuses to run turns (``check``) — there is
