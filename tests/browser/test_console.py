@@ -79,7 +79,9 @@ def test_approving_a_pending_tier2_post_wakes_its_author(served, page):
     expect(messages(page).filter(has_text=f"ack {decision.seq}")).to_have_count(1, timeout=20_000)
 
 
-def test_denying_needs_a_reason_and_records_it(served, page):
+def open_denial(served, page):
+    """kim's pending tier-2 post "Drop the table", seen as a human in the alerts, its card's
+    deny form open: (kim's client, the post, the card)."""
     fleet = served.fleet
     fleet.add_agent("kim", "#general", wake="none")
     log_in(page, served.url, fleet.admin_token)
@@ -89,6 +91,12 @@ def test_denying_needs_a_reason_and_records_it(served, page):
     page.get_by_role("button", name=re.compile("^Alerts")).click()
     card = page.locator("#alert-list > li").filter(has_text="Drop the table")
     card.get_by_role("button", name=f"Deny #{pending.seq}").click()
+    return kim, pending, card
+
+
+def test_denying_needs_a_reason_and_records_it(served, page):
+    fleet = served.fleet
+    _, pending, card = open_denial(served, page)
     card.get_by_label(f"Reason for denying #{pending.seq}").fill("not on a Friday")
     card.get_by_role("button", name="Confirm deny").click()
     expect(page.locator("#alerts-empty")).to_be_visible()
@@ -101,14 +109,7 @@ def test_a_live_update_keeps_a_denial_being_typed(served, page):
     """An alert arriving while a human types a reason for a denial re-renders the alerts
     without throwing away the open form or its text."""
     fleet = served.fleet
-    fleet.add_agent("kim", "#general", wake="none")
-    log_in(page, served.url, fleet.admin_token)
-    kim = fleet.agent_client("kim")
-    first = kim.call(wire.Post(channel="#general", kind="post", title="Drop the table",
-                               body="ok?", tier=2)).message
-    page.get_by_role("button", name=re.compile("^Alerts")).click()
-    card = page.locator("#alert-list > li").filter(has_text="Drop the table")
-    card.get_by_role("button", name=f"Deny #{first.seq}").click()
+    kim, first, card = open_denial(served, page)
     reason = card.get_by_label(f"Reason for denying #{first.seq}")
     reason.fill("not on a Friday")
     kim.call(wire.Post(channel="#general", kind="post", title="Truncate the logs", body="ok?",
