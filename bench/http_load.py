@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import http.client
 import json
-import resource
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from bench.common import (BenchBroker, latency_summary, machine, spawn_context, 
 from bench.post_clients import BODY, run_clients, sequential_worker  # noqa: E402
 from chatbox import harness  # noqa: E402
 from chatbox.bus import wire  # noqa: E402
+from chatbox.runtime import startup  # noqa: E402
 
 CHANNEL = "#bench"
 PATH = "/v1/channels/%23bench/messages"
@@ -222,8 +222,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    startup.raise_fd_limit()  # 500 streams and their clients
 
     with BenchBroker(channel=CHANNEL) as broker:
         server = harness.spawn("serve", [sys.executable, "-m", "chatbox", "serve", "--port", "0",
