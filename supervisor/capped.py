@@ -289,7 +289,7 @@ class _Turn:
         after the grace."""
         self.reason = reason
         self.close_stdin()
-        if self.lifeline is not None:
+        if self.spec.lifeline:
             self.cut()
         else:
             _signal_group(self.proc, signal.SIGTERM)
