@@ -310,7 +310,13 @@ def run(root: Path, args) -> dict:
         proc, _ = start_broker(root, args.restarts + 1, probe, args.synchronous)
         try:
             rec, _ = measure(root, tokens, max(20, args.calls // 2))
-            out["breakdown"] = breakdown(rec, read_batches(probe) if proc.stop(60) == 0 else [])
+            code = proc.stop(timeout=60)  # SIGINT: the probe writes its records as it stops
+            if code != 0:
+                raise RuntimeError(f"it exited {code} when stopped, so it wrote no records")
+            batches = read_batches(probe)
+            out["breakdown"] = breakdown(rec, batches)
+            if not out["breakdown"]:
+                raise RuntimeError(f"none of its {len(batches)} records fell in a measured call")
         except Exception as exc:  # the probe is for explanations: its failure ends only it
             tail = proc.log_text().strip().splitlines()[-1:] or [""]
             out["breakdown_error"] = f"{type(exc).__name__}: {exc} (broker: {tail[0]})"
