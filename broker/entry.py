@@ -20,8 +20,8 @@ from typing import Any
 from chatbox.broker.errors import BrokerError
 from chatbox.runtime.workspace import Workspace
 
-__all__ = ["BrokerError", "default_human", "init_workspace", "parse_trail_line", "run",
-           "trail_path", "verify_audit"]
+__all__ = ["BrokerError", "default_human", "import_seed", "init_workspace", "parse_trail_line",
+           "run", "trail_path", "verify_audit"]
 
 
 def default_human() -> str:
@@ -34,6 +34,12 @@ def init_workspace(ws: Workspace, human: str) -> str:
     """Create the data directory, the database, the admin token; returns the admin token."""
     from chatbox.broker import bootstrap
     return bootstrap.init_workspace(ws, human)
+
+
+def import_seed(ws: Workspace, human: str, seed: str, renames: list[str]) -> tuple[str, Any]:
+    """``init`` with a seed workspace's state carried over; the admin token and the report."""
+    from chatbox.broker import bootstrap, seed_import
+    return bootstrap.import_seed(ws, human, seed, seed_import.parse_renames(renames))
 
 
 def run(argv: list[str]) -> int:

@@ -69,12 +69,15 @@ class Gate:
 class Fleet:
     """A workspace with a broker and any number of supervisors, all real processes."""
 
-    def __init__(self, root: Path | None = None, human: str = "alice"):
+    def __init__(self, root: Path | None = None, human: str = "alice", *,
+                 initialised: bool = False):
+        """``initialised``: ``root`` is a workspace made already (by ``chatbox init``)."""
         self.root = root or short_tempdir()
         self.ws = Workspace(self.root)
         self.logs = self.root / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.admin_token = init_workspace(self.ws, human)
+        self.admin_token = (self.ws.read_token(self.ws.admin_token_path) if initialised
+                            else init_workspace(self.ws, human))
         self.human = human
         self.broker: Process | None = None
         self.supervisors: dict[str, Process] = {}

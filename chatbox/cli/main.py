@@ -24,7 +24,7 @@ from chatbox.bus.errors import BusError, ProtocolError, Refused, Unauthorized, U
 from chatbox.runtime import __version__, env
 from chatbox.cli.agents import add_parsers as add_agent_parsers
 from chatbox.cli.messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
-from chatbox.cli.output import agent_line, agent_obj, json_line, plain, when
+from chatbox.cli.output import agent_line, agent_obj, json_line, plain, safe_line, when
 from chatbox.cli.session import Failed, Session, UsageError
 from chatbox.cli.trail import cmd_trail
 from chatbox.runtime.config import ConfigError
@@ -49,8 +49,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     root = getattr(args, "workspace", None) or env.workspace() or os.getcwd()
     ws = Workspace(root)
     human = args.human or broker.default_human()
+    report = None
     try:
-        broker.init_workspace(ws, human)
+        if args.import_agentchat:
+            _, report = broker.import_seed(ws, human, args.import_agentchat, args.rename or [])
+        else:
+            broker.init_workspace(ws, human)
     except broker.BrokerError as exc:
         err(exc.message)
         return Exit.FAILED
@@ -62,8 +66,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"  data:   {ws.data} (0700)")
     print(f"  token:  {ws.admin_token_path} (0600; keep it secret — the CLI reads it)")
     print(f"  config: {ws.config_path}")
+    if report:
+        print_import(ws, report)
     print(f"  next:   chatbox broker --workspace {ws.root}")
     return Exit.OK
+
+
+def print_import(ws: Workspace, report) -> None:
+    print(f"imported the seed workspace {report.source}:")
+    print(f"  {report.messages} messages (ids kept), {report.channels} channels, "
+          f"{report.subscriptions} subscriptions, {report.cursors} read cursors")
+    for name in report.agents:
+        print(f"  agent:  {safe_line(name)} (token {ws.agent_token_path(name)}, 0600; give it "
+              "an engine in chatbox.toml)")
+    if report.pending:
+        shown = " ".join(f"#{s}" for s in report.pending[:20])
+        more = f" and {len(report.pending) - 20} more" if len(report.pending) > 20 else ""
+        print(f"  held:   {len(report.pending)} tier-2 posts await a human's decision "
+              f"(chatbox approve/deny N; their authors are held until then): {shown}{more}")
+    for what in report.skipped:
+        print(f"  not carried: {safe_line(what)}")
 
 
 def cmd_status(s: Session, args: argparse.Namespace) -> int:
@@ -184,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", parents=[workspace_only],
                        help="create a workspace: data dir, database, admin token")
     p.add_argument("--human", metavar="NAME", help="the human principal (default: OS user)")
+    p.add_argument("--import-agentchat", metavar="DIR",
+                   help="carry a seed (AgentChat) workspace's channels, messages, subscriptions "
+                        "and read cursors into the new one (DIR holds .agentchat/; it is only "
+                        "read)")
+    p.add_argument("--rename", metavar="OLD=NEW", action="append",
+                   help="with --import-agentchat: a seed name or #channel under a new name "
+                        "(repeatable)")
     p.set_defaults(run=cmd_init)
 
     for name, text in (("broker", "run the broker in the foreground (broker --help)"),
