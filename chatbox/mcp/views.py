@@ -1,10 +1,11 @@
 """How bus objects look in MCP tool results: plain JSON with the seed's field names.
 
-A message always has ``id`` (= ``seq``), ``channel``, ``author``, ``body`` (the seed's names) and
-ours beside them; optional fields appear only when set. Where a seed client reads a field under
-another name, the seed's name is kept beside ours with the same value: a channel's
-``is_standing`` and ``description`` (``kind``, ``topic``), a thread's ``description``, ``ts``,
-``msg_type`` and ``closed_resolution``. Views trim a message for a reader who
+A message always has ``id`` (= ``seq``), ``channel``, ``author``, ``body`` and ``ts`` (the
+seed's names; ``ts`` in seconds since the epoch, as the seed stored it) and ours beside them;
+optional fields appear only when set. Where a seed client reads a field under another name,
+the seed's name is kept beside ours with the seed's value: a channel's ``is_standing`` and
+``description`` (``kind``, ``topic``), a thread's ``description``, ``msg_type``,
+``closed_resolution`` and ``resolved``. Views trim a message for a reader who
 follows many channels: ``headlines`` (who and what, no body), ``digest`` (bodies cut to
 ``DIGEST_CHARS``), ``full``. Nothing here ever carries a token.
 """
@@ -46,7 +47,7 @@ def message(m: wire.Message, view: str = "full") -> dict:
     body = m.body
     out = {"id": m.seq, "seq": m.seq, "channel": m.channel, "author": m.author, "kind": m.kind,
            "title": m.title, "body": body, "in_reply_to": m.in_reply_to, "chain": m.chain,
-           "hop": m.hop, "created_at": iso(m.created_at)}
+           "hop": m.hop, "created_at": iso(m.created_at), "ts": m.created_at}
     if view == "digest" and len(body) > DIGEST_CHARS:
         out["body"] = body[:DIGEST_CHARS - 1] + "…"
         out["truncated"] = True
@@ -77,16 +78,16 @@ def messages(msgs: list[wire.Message], view: str | dict[str, str] = "full") -> l
 
 
 def in_thread(m: wire.Message, *, root: bool = False) -> dict:
-    """A message of a thread (``get_post``), with the seed's names beside ours: ``ts`` (=
-    ``created_at``) and ``msg_type`` (the post's type, else the message's kind); the thread's
-    root also ``description`` (its body) and ``closed_resolution`` (its resolution once closed,
-    else null)."""
+    """A message of a thread (``get_post``) with the seed's columns beside ours, as the seed's
+    values: ``ts`` (seconds since the epoch, as ``created_at`` is on the bus), ``msg_type``
+    (a post's type; null for a chat or a reply, as in the seed), ``description`` (a post's
+    body; null otherwise), ``closed_resolution`` (the resolution once closed, else null) and
+    ``resolved``."""
     out = message(m)
-    out["ts"] = out["created_at"]
-    out["msg_type"] = m.type or m.kind
-    if root:
-        out["description"] = m.body
-        out["closed_resolution"] = m.resolution if m.status == "closed" else None
+    out["msg_type"] = m.type
+    out["description"] = m.body if root and m.kind == "post" else None
+    out["closed_resolution"] = m.resolution if m.status == "closed" else None
+    out["resolved"] = m.status == "resolved"
     return out
 
 

@@ -23,18 +23,22 @@ def test_a_channel_carries_is_standing_and_description_beside_kind_and_topic():
         assert shown["description"] == shown["topic"] == "About a"
 
 
-def test_a_thread_carries_description_ts_msg_type_and_closed_resolution():
+def test_a_thread_carries_the_seeds_columns_with_the_seeds_values():
+    """The seed's ts is its REAL column (seconds since the epoch); its msg_type and
+    description are null on a reply; resolved is there on every message."""
     root = views.in_thread(POST, root=True)
-    assert (root["description"], root["msg_type"], root["closed_resolution"]) == (
-        "the plan", "proposal", None)
-    assert root["ts"] == root["created_at"] == "2023-11-14T22:13:20Z"
+    assert (root["description"], root["msg_type"], root["closed_resolution"],
+            root["resolved"]) == ("the plan", "proposal", None, False)
+    assert root["ts"] == 1_700_000_000.0 and root["created_at"] == "2023-11-14T22:13:20Z"
     closed = msgspec.structs.replace(POST, status="closed", resolution="done")
     assert views.in_thread(closed, root=True)["closed_resolution"] == "done"
     resolved = msgspec.structs.replace(POST, status="resolved", resolution="x")
     assert views.in_thread(resolved, root=True)["closed_resolution"] is None
+    assert views.in_thread(resolved, root=True)["resolved"] is True
     reply = views.in_thread(wire.Message(seq=8, channel="#general", author="bob", kind="reply",
-                                         body="ok", in_reply_to=7))
-    assert reply["msg_type"] == "reply" and "description" not in reply
+                                         body="ok", in_reply_to=7, created_at=1_700_000_001.5))
+    assert (reply["msg_type"], reply["description"], reply["closed_resolution"],
+            reply["ts"]) == (None, None, None, 1_700_000_001.5)
 
 
 def test_the_schemas_declare_the_seeds_defaults_and_accept_an_ack_up_to_zero():
