@@ -3,8 +3,8 @@
 A message always has ``id`` (= ``seq``), ``channel``, ``author``, ``body`` and ``ts`` (the
 seed's names; ``ts`` in seconds since the epoch, as the seed stored it) and ours beside them;
 optional fields appear only when set. Where a seed client reads a field under another name,
-the seed's name is kept beside ours with the seed's value: a channel's ``is_standing`` and
-``description`` (``kind``, ``topic``), a thread's ``description``, ``msg_type``,
+the seed's name is kept beside ours with the seed's value: a channel's ``is_standing``,
+``description`` (``kind``, ``topic``) and ``last_activity``, a thread's ``description``, ``msg_type``,
 ``closed_resolution`` and ``resolved``. Views trim a message for a reader who
 follows many channels: ``headlines`` (who and what, no body), ``digest`` (bodies cut to
 ``DIGEST_CHARS``), ``full``. Nothing here ever carries a token.
@@ -94,7 +94,8 @@ def in_thread(m: wire.Message, *, root: bool = False) -> dict:
 def channel(c: wire.ChannelInfo) -> dict:
     out = {"name": c.name, "topic": c.topic, "kind": c.kind, "subscribed": c.subscribed,
            "unread": c.unread, "last_id": c.last_seq,
-           "description": c.topic, "is_standing": c.kind == "standing"}
+           "description": c.topic, "is_standing": c.kind == "standing",
+           "last_activity": c.last_activity}
     if c.subscribed:
         out["view"] = c.view
         out["wake"] = c.wake

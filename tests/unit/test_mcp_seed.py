@@ -16,11 +16,13 @@ POST = wire.Message(seq=7, channel="#general", author="kimi", kind="post", body=
                     title="Plan", type="proposal", created_at=1_700_000_000.0)
 
 
-def test_a_channel_carries_is_standing_and_description_beside_kind_and_topic():
+def test_a_channel_carries_is_standing_description_and_last_activity_beside_ours():
     for kind in ("standing", "adhoc", "private"):
-        shown = views.channel(wire.ChannelInfo(name="#a", topic="About a", kind=kind))
+        shown = views.channel(wire.ChannelInfo(name="#a", topic="About a", kind=kind,
+                                               last_activity=1_700_000_000.5))
         assert shown["is_standing"] is (kind == "standing") and shown["kind"] == kind
         assert shown["description"] == shown["topic"] == "About a"
+        assert shown["last_activity"] == 1_700_000_000.5
 
 
 def test_a_thread_carries_the_seeds_columns_with_the_seeds_values():
