@@ -25,6 +25,19 @@ AGENT = "CHATBOX_AGENT"
 
 SEED_PREFIX = "AGENTCHAT_"
 OURS = (WORKSPACE, TOKEN, LOG_LEVEL, BUS_REQUEST, BUS_EVENTS, TURN_ID, AGENT)
+# The seed's own variables (its broker_core.py, broker_http.py, broker_daemon.py) and what
+# takes their place here.
+SEED_REPLACED = {
+    "AGENTCHAT_AUTH_TOKEN": "the seed's one shared secret is gone: every principal has its own "
+                            "token (a token file, or CHATBOX_TOKEN for one command)",
+    "AGENTCHAT_HTTP_PORT": "`chatbox serve --port N` sets the HTTP port",
+    "AGENTCHAT_HTTP_HOST": "`chatbox serve --host ADDR` sets the HTTP address (default "
+                           "127.0.0.1)",
+    "AGENTCHAT_MCP_STDIO": "an agent's host starts `chatbox mcp --agent NAME` for MCP over "
+                           "stdio",
+    "AGENTCHAT_CORS_ORIGINS": "the HTTP API takes writes from its own origin only; "
+                              "`chatbox serve --allow-host NAME` names other host names",
+}
 _announced = False
 
 
@@ -81,6 +94,8 @@ def seed_notices(environ: dict[str, str] | None = None) -> list[str]:
                            f"wins: {name} is not used")
         elif ours in OURS:
             out.append(f"{name} is the seed's variable and is not read: ChatBox reads {ours}")
+        elif name in SEED_REPLACED:
+            out.append(f"{name} is the seed's variable and is not read: {SEED_REPLACED[name]}")
         else:
             out.append(f"{name} is the seed's variable and nothing in ChatBox replaces it: "
                        "it is not read")

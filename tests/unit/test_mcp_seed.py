@@ -62,6 +62,11 @@ def test_only_a_standing_channel_may_be_asked_for_on_the_wire_beside_the_others(
     ({"AGENTCHAT_WORKSPACE": "/seed", "CHATBOX_WORKSPACE": "/w"}, ["CHATBOX_WORKSPACE"]),
     ({"AGENTCHAT_LOG_LEVEL": "debug"}, ["ChatBox reads CHATBOX_LOG_LEVEL"]),
     ({"AGENTCHAT_DB": "x.db"}, ["nothing in ChatBox replaces it"]),
+    ({"AGENTCHAT_AUTH_TOKEN": "s3cret"}, ["every principal has its own token"]),
+    ({"AGENTCHAT_HTTP_PORT": "8765", "AGENTCHAT_HTTP_HOST": "0.0.0.0"},
+     ["`chatbox serve --host ADDR`", "`chatbox serve --port N`"]),
+    ({"AGENTCHAT_MCP_STDIO": "1"}, ["`chatbox mcp --agent NAME`"]),
+    ({"AGENTCHAT_CORS_ORIGINS": "*"}, ["`chatbox serve --allow-host NAME`"]),
     ({"PATH": "/bin", "AGENTCHAT": "x"}, []),
 ])
 def test_every_seed_variable_but_the_workspace_is_named(environ, said):
@@ -69,6 +74,7 @@ def test_every_seed_variable_but_the_workspace_is_named(environ, said):
     assert len(notices) == len(said)
     for line, words in zip(notices, said):
         assert "seed's" in line and words in line and "\n" not in line
+        assert "s3cret" not in line  # a variable is named, its value never shown
 
 
 def test_a_seed_workspace_is_refused_by_name_and_upward_with_the_way_in(tmp_path, monkeypatch):
