@@ -26,6 +26,7 @@ at every start), its audit log (ChatBox's chain begins, and records the import),
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from chatbox.runtime.workspace import SEED_DIR, Workspace, new_token, write_secr
 SEED_DB = "db.sqlite"
 SEED_VOICE = "broker"  # the author of the seed's own alerts
 MAX_PROBLEMS = 10
+_LINE = re.compile(wire.LINE_PATTERN)  # a title's and a topic's rule, as on the wire
 VIEWS = ("headlines", "digest", "full")
 KINDS = ("chat", "post", "reply")
 
@@ -187,8 +189,8 @@ def _text_problem(what: str, text: object, limit: int, *, one_line: bool) -> str
         return f"{what} is not text"
     if "\x00" in text:
         return f"{what} contains a NUL character"
-    if one_line and any(c in text for c in "\r\n"):
-        return f"{what} is more than one line"
+    if one_line and not _LINE.match(text):
+        return f"{what} is not one line of text without control characters"
     size = len(text) if one_line else len(text.encode("utf-8", "surrogatepass"))
     if size > limit:
         return f"{what} is {size} {'characters' if one_line else 'bytes'}, over ChatBox's " \

@@ -40,9 +40,9 @@ import msgspec
 
 # The rest of the wire, re-exported so that every caller writes ``wire.X``.
 from chatbox.bus.bounds import (  # noqa: F401
-    CHANNEL_RE, CHANNEL_RULE, MAX_BODY, MAX_LIMIT, MAX_RESOLUTION, MAX_SEARCH, MAX_TITLE,
-    MAX_FRAME, MAX_ID, MAX_QUEUED_REPLIES, MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE, TYPE_RULE, Body, ChannelName, Id, Limit, Line,
-    Name, PostType,
+    CHANNEL_RE, CHANNEL_RULE, LINE_PATTERN, MAX_BODY, MAX_LIMIT, MAX_RESOLUTION, MAX_SEARCH,
+    MAX_TITLE, MAX_FRAME, MAX_ID, MAX_QUEUED_REPLIES, MAX_TOPIC, NAME_RE, NAME_RULE, TYPE_RE,
+    TYPE_RULE, Body, ChannelName, Id, Limit, Line, Name, PostType,
     Resolution, SearchLimit, Tier, Title, Topic, Violation, explain, is_channel, is_name)
 from chatbox.bus.codes import ERROR_CODES, ErrorCode  # noqa: F401
 from chatbox.bus.results import (  # noqa: F401

@@ -214,3 +214,23 @@ def test_a_path_that_holds_no_seed_is_refused_in_one_line(seed_root):
     (line,) = proc.stderr.splitlines()
     assert "no seed database there" in line and "db.sqlite" in line, line
     assert not (seed_root / ".chatbox").exists()
+
+
+def test_a_text_chatbox_cannot_hold_is_named_with_its_message_and_nothing_is_made(seed_root):
+    """The seed allowed 100,000 characters, any type and any title; what is out of ChatBox's
+    bounds is named by message, never cut or dropped."""
+    messages = [("#general", "kimi", "post", *seed_post("two\nlines", "d"), "plan", None, 0,
+                 None, 0),
+                ("#general", "kimi", "post", *seed_post("CO-2", "d"), "Change Order", None, 0,
+                 None, 0),
+                ("#general", "kimi", "chat", "é" * 40_000, None, None, None, None, None, 0,
+                 None, 0)]
+    make_seed(seed_root, messages=messages)
+    proc = chatbox("init", "--human", "nate", "--import-agentchat", str(seed_root),
+                   cwd=seed_root)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert "the title of message 1 (in #general) is not one line" in line, line
+    assert "the type of message 2 (in #general), 'Change Order', is invalid" in line, line
+    assert "the body of message 3 (in #general) is 80000 bytes, over ChatBox's limit" in line
+    assert not (seed_root / ".chatbox").exists()
