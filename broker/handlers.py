@@ -82,15 +82,20 @@ class Handlers:
                         (principal.name, env.idem)).get
                     if stored is not None:
                         first = msgspec.msgpack.decode(stored, type=wire.ResultBody)
+                        if isinstance(first, wire.ClaimResult) and first.turn is not None:
+                            first = turns.claimed(ctx, first)  # kept without its batch
                         return wire.encode(wire.ResultReply(rid=env.rid, result=first))
                 if unstored is not None and type(req) not in ANSWERED_UNSTORED:
                     return _error(env.rid, "store", unstored)  # (a first answer is replayed)
                 result = self.route(ctx, req)
                 audit.request(ctx, req, result)  # in the request's savepoint, after it succeeded
                 if keyed:
-                    # a token is shown once and never stored: a replay gets the file's path only
+                    # a token is shown once and never stored: a replay gets the file's path only;
+                    # a claim is kept without its batch (the turn's row names it)
                     stored = (msgspec.structs.replace(result, token="")
-                              if isinstance(result, wire.AgentCreated) else result)
+                              if isinstance(result, wire.AgentCreated) else
+                              msgspec.structs.replace(result, messages=[])
+                              if isinstance(result, wire.ClaimResult) else result)
                     self.db.execute("INSERT INTO requests(principal, key, reply, created_at) "
                                     "VALUES (?, ?, ?, ?)",
                                     (principal.name, env.idem, wire.encode(stored), now))

@@ -15,7 +15,7 @@ import json
 
 import msgspec
 
-from chatbox.broker import audit, escalations, offsets
+from chatbox.broker import audit, escalations, messages, offsets
 from chatbox.broker.channels import SYSTEM
 from chatbox.broker.context import Ctx
 from chatbox.broker.states import AgentState
@@ -74,6 +74,23 @@ def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
     offsets.deliver(ctx, agent, batch)
     return Turn(id=turn, agent=agent, epoch=epoch, batch=by_channel, chain=newest.chain, hop=hop,
                 started_at=ctx.now)
+
+
+def claimed(ctx: Ctx, first: wire.ClaimResult) -> wire.ClaimResult:
+    """A claim's first result again (its replay), from the turn it opened: the batch that turn
+    holds, oldest first, each message marked redelivered as :func:`start` marked it. The
+    first result is kept without its batch, which would be a copy of up to a whole batch of
+    bodies written at every claim."""
+    turn = get(ctx, first.turn)
+    seqs = sorted(seq for batch in (turn.batch.values() if turn else ()) for seq in batch)
+    if not seqs:
+        return first
+    counts = {s for (s,) in ctx.db.execute(
+        "SELECT seq FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ?",
+        (turn.agent, seqs[0], seqs[-1]))}
+    batch = [msgspec.structs.replace(messages.get(ctx, seq), redelivered=seq in counts)
+             for seq in seqs]
+    return msgspec.structs.replace(first, messages=batch)
 
 
 #: A turn of a real CLI whose agent never reached ChatBox did nothing, whatever its exit code.

@@ -219,6 +219,27 @@ def test_a_claim_from_an_unregistered_supervisor_is_refused(hub):
     assert (err.code, err.field) == ("conflict", "supervisor")
 
 
+def test_a_claim_retried_with_its_key_gets_its_batch_again_not_a_second_turn(hub):
+    """DESIGN §2: a claim's retry is answered as the claim was, the batch included (rebuilt
+    from its turn, redelivery marks with it), and opens no second turn; what is stored for
+    the retry does not copy the batch's bodies."""
+    hub.add_agent("kim", "#general")
+    _busy(hub, "kim", "one", "two")
+    hub.post("#general", "x" * 5000)
+    res = hub.hello("kim", "sup-2")  # the first turn is lost: one and two come again
+    payload = hub.envelope(wire.Claim(agent="kim", supervisor="sup-2", epoch=res.epoch),
+                           hub.tokens["kim"], idem="claim-1")
+    first = hub.handle_raw(payload).result
+    again = hub.handle_raw(payload).result
+    assert first.turn is not None and again == first
+    assert [(m.body[:3], m.redelivered) for m in first.messages] == \
+        [("one", True), ("two", True), ("xxx", False)]
+    assert hub.state("kim") == "BUSY"
+    (stored,) = hub.store.db.execute("SELECT reply FROM requests WHERE key = 'claim-1'").get,
+    assert len(stored) < 200
+    assert hub.store.db.execute("SELECT count(*) FROM turns WHERE agent = 'kim'").get == 2
+
+
 def test_a_claim_returns_the_unacked_due_messages_oldest_first_and_moves_to_busy(hub):
     """DESIGN §4.2: WAKING -> BUSY; the batch is every unacked message, oldest first."""
     hub.add_agent("kim", "#general", "#dispatch")
