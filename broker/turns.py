@@ -78,9 +78,10 @@ def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
 
 def claimed(ctx: Ctx, first: wire.ClaimResult) -> wire.ClaimResult:
     """A claim's first result again (its replay), from the turn it opened: the batch that turn
-    holds, oldest first, each message marked redelivered as :func:`start` marked it. The
-    first result is kept without its batch, which would be a copy of up to a whole batch of
-    bodies written at every claim."""
+    holds, oldest first, each message marked redelivered as :func:`start` marked it, and as it
+    is now (a pin or a close since shows; bodies never change). The first result is kept
+    without its batch, which would be a copy of up to a whole batch of bodies written at every
+    claim."""
     turn = get(ctx, first.turn)
     seqs = sorted(seq for batch in (turn.batch.values() if turn else ()) for seq in batch)
     if not seqs:
