@@ -73,7 +73,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def print_import(ws: Workspace, report) -> None:
-    print(f"imported the seed workspace {report.source}:")
+    print(f"imported the seed workspace {safe_line(str(report.source))}:")
     print(f"  {report.messages} messages (ids kept), {report.channels} channels, "
           f"{report.subscriptions} subscriptions, {report.cursors} read cursors")
     for name in report.agents:

@@ -4,8 +4,8 @@ A message always has ``id`` (= ``seq``), ``channel``, ``author``, ``body`` and `
 seed's names; ``ts`` in seconds since the epoch, as the seed stored it) and ours beside them;
 optional fields appear only when set. Where a seed client reads a field under another name,
 the seed's name is kept beside ours with the seed's value: a channel's ``is_standing``,
-``description`` (``kind``, ``topic``) and ``last_activity``, a thread's ``description``, ``msg_type``,
-``closed_resolution`` and ``resolved``. Views trim a message for a reader who
+``description`` (``kind``, ``topic``) and ``last_activity``; a thread's ``description``,
+``msg_type``, ``closed_resolution`` and ``resolved``. Views trim a message for a reader who
 follows many channels: ``headlines`` (who and what, no body), ``digest`` (bodies cut to
 ``DIGEST_CHARS``), ``full``. Nothing here ever carries a token.
 """
