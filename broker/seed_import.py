@@ -13,7 +13,8 @@ and nothing of it changes. Carried over, in ``chatbox init``'s one transaction (
 - every subscription with its view, and every read cursor as the acked offset (a subscription
   without one starts at the channel's newest message, as a new subscription does);
 - every name as a principal: ``human`` (``chatbox init --human``) as the admin, the seed's own
-  voice (``broker``) as ChatBox's ``system``, every other name as an agent with a token file.
+  voice (``broker``) as ChatBox's ``system``, every other name as an agent with a token file,
+  run by the CLI it is named for (``claude``, ``kimi``, ``codex``, ``gemini``), else the stub.
 
 Everything is checked before anything is written: what ChatBox cannot hold (a name, a channel,
 a type, a text out of its bounds) is named, up to ``MAX_PROBLEMS`` of them, and nothing is made.
@@ -27,6 +28,7 @@ at every start), its audit log (ChatBox's chain begins, and records the import),
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ from chatbox.broker.errors import Invalid
 from chatbox.broker.messages import MENTION_RE
 from chatbox.broker.principals import create as create_principal
 from chatbox.broker.store import index_messages
+from chatbox.runtime.config import Engine
 from chatbox.runtime.workspace import SEED_DIR, Workspace, new_token, write_secret
 
 SEED_DB = "db.sqlite"
@@ -47,6 +50,9 @@ SEED_VOICE = "broker"  # the author of the seed's own alerts
 MAX_PROBLEMS = 10
 _LINE = re.compile(wire.LINE_PATTERN)  # a title's and a topic's rule, as on the wire
 VIEWS = ("headlines", "digest", "full")
+# An agent named as a CLI is run by it; the seed ran every agent with one engine of its
+# doorbell's, and named agents for their CLI (``claude``, ``kimi``). Any other gets the stub.
+CLI_ENGINES = tuple(e for e in typing.get_args(Engine) if e not in ("stub", "command"))
 KINDS = ("chat", "post", "reply")
 
 # The seed's tables and the columns read from each; ``resolved`` came in a later seed (its
@@ -95,7 +101,7 @@ class Report:
     messages: int = 0
     subscriptions: int = 0
     cursors: int = 0
-    agents: list[str] = field(default_factory=list)
+    agents: dict[str, str] = field(default_factory=dict)  # name: engine
     pending: list[int] = field(default_factory=list)  # tier-2 posts a human decides now
     skipped: list[str] = field(default_factory=list)  # what the seed had and means nothing here
 
@@ -265,10 +271,11 @@ def load(ctx: Ctx, ws: Workspace, seed: Seed, report: Report) -> None:
     for n in seed.names():
         if n in (seed.human, channels.SYSTEM):
             continue
+        engine = n if n in CLI_ENGINES else "stub"
         token = new_token()
-        create_principal(db, n, "agent", token, now=ctx.now)
+        create_principal(db, n, "agent", token, engine=engine, now=ctx.now)
         write_secret(ws.agent_token_path(n), token)
-        report.agents.append(n)
+        report.agents[n] = engine
     for (name, topic, standing, created_at, last_activity) in seed.channels():
         db.execute(
             "INSERT INTO channels(name, topic, kind, created_at, last_activity) "

@@ -22,7 +22,7 @@ from chatbox.broker import entry as broker
 from chatbox.bus import wire
 from chatbox.bus.errors import BusError, ProtocolError, Refused, Unauthorized, Unreachable
 from chatbox.runtime import __version__, env
-from chatbox.cli.agents import add_parsers as add_agent_parsers
+from chatbox.cli.agents import add_parsers as add_agent_parsers, append_agent_section
 from chatbox.cli.messages import cmd_approve, cmd_deny, cmd_post, cmd_read, cmd_tail
 from chatbox.cli.output import agent_line, agent_obj, json_line, plain, safe_line, when
 from chatbox.cli.session import Failed, Session, UsageError
@@ -76,9 +76,14 @@ def print_import(ws: Workspace, report) -> None:
     print(f"imported the seed workspace {safe_line(str(report.source))}:")
     print(f"  {report.messages} messages (ids kept), {report.channels} channels, "
           f"{report.subscriptions} subscriptions, {report.cursors} read cursors")
-    for name in report.agents:
-        print(f"  agent:  {safe_line(name)} (token {ws.agent_token_path(name)}, 0600; give it "
-              "an engine in chatbox.toml)")
+    for name, engine in report.agents.items():
+        try:
+            note = "" if append_agent_section(ws.config_path, name, engine) else \
+                " (chatbox.toml had its section already)"
+        except (Failed, OSError) as exc:
+            note = f" (not written to chatbox.toml: {exc})"
+        print(f"  agent:  {safe_line(name)}, engine {engine}{safe_line(note)}; token "
+              f"{ws.agent_token_path(name)} (0600)")
     if report.pending:
         shown = " ".join(f"#{s}" for s in report.pending[:20])
         more = f" and {len(report.pending) - 20} more" if len(report.pending) > 20 else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import tomllib
 from pathlib import Path
 
 import anyio
@@ -119,7 +120,12 @@ def test_the_seeds_channels_messages_subscriptions_and_cursors_come_in_whole(see
     assert "8 messages (ids kept)" in init.stdout, init.stdout
     assert "held:   1 tier-2 posts" in init.stdout and "#2" in init.stdout, init.stdout
     assert "kimi's subscription to #alerts (read by humans only)" in init.stdout
+    assert "agent:  claude, engine claude;" in init.stdout, init.stdout
+    assert "agent:  gemini, engine gemini;" in init.stdout, init.stdout
     assert digest(db_path) == before
+    config = tomllib.loads((seed_root / "chatbox.toml").read_text(encoding="utf-8"))
+    assert {n: a["engine"] for n, a in config["agents"].items()} == \
+        {"claude": "claude", "gemini": "gemini", "kimi": "kimi"}
     fleet = Fleet(seed_root, "nate", initialised=True)
     try:
         fleet.start_broker()
