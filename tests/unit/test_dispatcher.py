@@ -235,7 +235,7 @@ def test_a_claim_retried_with_its_key_gets_its_batch_again_not_a_second_turn(hub
     assert [(m.body[:3], m.redelivered) for m in first.messages] == \
         [("one", True), ("two", True), ("xxx", False)]
     assert hub.state("kim") == "BUSY"
-    (stored,) = hub.store.db.execute("SELECT reply FROM requests WHERE key = 'claim-1'").get,
+    stored = hub.store.db.execute("SELECT reply FROM requests WHERE key = 'claim-1'").get
     assert len(stored) < 200
     assert hub.store.db.execute("SELECT count(*) FROM turns WHERE agent = 'kim'").get == 2
 
