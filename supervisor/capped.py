@@ -43,6 +43,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from chatbox.supervisor.sandbox_init import LIFELINE
+
 STDERR_TAIL_BYTES = 4096
 EXCERPT_CHARS = 500
 LINGER_SECONDS = 0.5  # how long pipes are drained once the leader has exited
@@ -64,9 +66,6 @@ class TurnSpec(msgspec.Struct, kw_only=True):
     # the child gets the read end of a pipe only we write (its number in LIFELINE): end-of-file
     # when the turn is finished or we die, at which the sandbox's init ends it (sandbox_init.py)
     lifeline: bool = False
-
-
-LIFELINE = "CHATBOX_LIFELINE_FD"
 
 
 class TurnResult(msgspec.Struct, kw_only=True):
