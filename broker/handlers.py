@@ -90,15 +90,9 @@ class Handlers:
                 result = self.route(ctx, req)
                 audit.request(ctx, req, result)  # in the request's savepoint, after it succeeded
                 if keyed:
-                    # a token is shown once and never stored: a replay gets the file's path only;
-                    # a claim is kept without its batch (the turn's row names it)
-                    stored = (msgspec.structs.replace(result, token="")
-                              if isinstance(result, wire.AgentCreated) else
-                              msgspec.structs.replace(result, messages=[])
-                              if isinstance(result, wire.ClaimResult) else result)
                     self.db.execute("INSERT INTO requests(principal, key, reply, created_at) "
                                     "VALUES (?, ?, ?, ?)",
-                                    (principal.name, env.idem, wire.encode(stored), now))
+                                    (principal.name, env.idem, wire.encode(_kept(result)), now))
         except BrokerError as exc:
             # every refusal leaves a trace (never the request's text): who, what, why
             level = log.warning if exc.code in ("forbidden", "unauthorized") else log.info
@@ -246,6 +240,17 @@ class Handlers:
         ctx = Ctx(self.db, Principal("broker", "admin"), now)
         self.dispatcher.on_supervisor_exit(ctx, sup)
         return ctx.outbox
+
+
+def _kept(result: wire.Result) -> wire.Result:
+    """What is kept of a keyed request's first result for its retries: a token is shown once
+    and never stored (a replay gets the file's path only); a claim is kept without its batch,
+    which ``turns.claimed`` rebuilds from the turn's row."""
+    if isinstance(result, wire.AgentCreated):
+        return msgspec.structs.replace(result, token="")
+    if isinstance(result, wire.ClaimResult):
+        return msgspec.structs.replace(result, messages=[])
+    return result
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
