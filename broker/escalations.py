@@ -117,12 +117,11 @@ def decisions(ctx: Ctx, channel: str | None, limit: int) -> wire.MessagesResult:
     messages.check_limit(limit, wire.MAX_SEARCH)
     if channel is not None:
         channels.get_visible(ctx, channel)
-    cols = ", ".join("m." + c.strip() for c in messages.COLUMNS.split(","))
     acl = "" if ctx.principal.is_human else (
         " AND (m.channel IN (SELECT channel FROM subscriptions WHERE principal = :me) OR "
         "p.author = :me)")
     rows = ctx.db.execute(
-        f"SELECT {cols} FROM messages m JOIN messages p ON p.seq = m.in_reply_to "
+        f"SELECT {messages.M_COLUMNS} FROM messages m JOIN messages p ON p.seq = m.in_reply_to "
         f"WHERE m.kind = 'decision' AND (:ch IS NULL OR m.channel = :ch){acl} "
         "ORDER BY m.seq DESC LIMIT :lim", {"ch": channel, "me": ctx.principal.name, "lim": limit})
     return wire.MessagesResult(messages=[messages.to_wire(r) for r in rows])

@@ -18,18 +18,21 @@ MAX_BODY, MAX_TITLE, MAX_LIMIT, TYPE_RE = wire.MAX_BODY, wire.MAX_TITLE, wire.MA
 TIER2_STATUSES = ("pending", "approved", "denied")
 MENTION_RE = re.compile(r"(?<![\w@])@([a-z0-9](?:[a-z0-9_.-]{0,62}[a-z0-9_])?)")
 
-COLUMNS = ("seq, channel, author, kind, title, body, type, tier, in_reply_to, mentions, chain, "
+#: A message's columns in the order of ``wire.Message``'s fields, so :func:`to_wire` builds
+#: it positionally (keywords cost msgspec ~2 µs a message: 0.2 ms of a 100-message batch).
+COLUMNS = ("seq, channel, author, kind, body, title, type, tier, in_reply_to, mentions, chain, "
            "hop, turn, pinned, status, resolution, created_at")
+#: The same, of the table aliased ``m``.
+M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
+_MESSAGE = wire.Message
 
 
 def to_wire(row: tuple) -> wire.Message:
-    (seq, channel, author, kind, title, body, type_, tier, in_reply_to, mentions, chain, hop,
+    (seq, channel, author, kind, body, title, type_, tier, in_reply_to, mentions, chain, hop,
      turn, pinned, status, resolution, created_at) = row
-    return wire.Message(seq=seq, channel=channel, author=author, kind=kind, title=title, body=body,
-                        type=type_, tier=tier, in_reply_to=in_reply_to,
-                        mentions=mentions.split() if mentions else [], chain=chain, hop=hop,
-                        turn=turn, pinned=bool(pinned), status=status, resolution=resolution,
-                        created_at=created_at)
+    return _MESSAGE(seq, channel, author, kind, body, title, type_, tier, in_reply_to,
+                    mentions.split() if mentions else [], chain, hop, turn, bool(pinned), status,
+                    resolution, created_at)
 
 
 def get(ctx: Ctx, seq: int, field: str = "seq") -> wire.Message:
@@ -166,7 +169,7 @@ def _page(rows: Iterable[tuple], limit: int) -> tuple[list[wire.Message], bool]:
     msgs: list[wire.Message] = []
     size = 0
     for row in rows:
-        size += len(row[5]) + len(row[4] or "")  # body, title
+        size += len(row[4]) + len(row[5] or "")  # body, title
         if len(msgs) == limit or (msgs and size > PAGE_TEXT):
             return msgs, True
         msgs.append(to_wire(row))
@@ -288,7 +291,6 @@ def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.Messag
     match = " ".join('"' + w.replace('"', '""') + '"' for w in words[:32])
     if channel is not None:
         channels.require_readable(ctx, channels.get(ctx, channel))
-    cols = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
     acl = "" if ctx.principal.is_human else (
         " AND m.channel IN (SELECT channel FROM subscriptions WHERE principal = :me)")
     # the best of the newest SEARCH_WINDOW matches: ranking every match of a word that is in
@@ -298,7 +300,7 @@ def search(ctx: Ctx, query: str, channel: str | None, limit: int) -> wire.Messag
         f"JOIN messages m ON m.seq = f.rowid "
         f"WHERE messages_fts MATCH :q AND (:ch IS NULL OR m.channel = :ch){acl} "
         "ORDER BY f.rowid DESC LIMIT :window) "
-        f"SELECT {cols} FROM c JOIN messages m ON m.seq = c.seq ORDER BY c.rank, m.seq DESC "
+        f"SELECT {M_COLUMNS} FROM c JOIN messages m ON m.seq = c.seq ORDER BY c.rank, m.seq DESC "
         "LIMIT :lim",
         {"q": match, "ch": channel, "me": ctx.principal.name, "lim": limit,
          "window": SEARCH_WINDOW}).fetchall()

@@ -20,23 +20,22 @@ from chatbox.bus import wire
 from chatbox.broker import channels
 from chatbox.broker.context import Ctx
 from chatbox.broker.errors import Forbidden, Invalid
-from chatbox.broker.messages import COLUMNS, check_limit, mark_delivered, offset_of, to_wire
-
-_M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
+from chatbox.broker.messages import (M_COLUMNS, check_limit, mark_delivered, offset_of,
+                                     to_wire)
 
 # The head of one subscription: messages of others after the offset. In a turn's batch a
 # message must also be under the hop budget.
-_CHANNEL_HEAD = (f"SELECT {_M_COLUMNS} FROM messages m INDEXED BY messages_channel "
+_CHANNEL_HEAD = (f"SELECT {M_COLUMNS} FROM messages m INDEXED BY messages_channel "
                  "WHERE m.channel = :ch AND m.seq > :after "
                  "AND m.author != :me{hops} ORDER BY m.seq LIMIT :lim")
 # A wake mode of "mentions": only what mentions the agent or replies to its posts (addressed).
-_ADDRESSED_HEAD = (f"SELECT {_M_COLUMNS} FROM addressed a CROSS JOIN messages m "
+_ADDRESSED_HEAD = (f"SELECT {M_COLUMNS} FROM addressed a CROSS JOIN messages m "
                    "ON m.seq = a.seq "
                    "WHERE a.principal = :me AND a.channel = :ch AND a.seq > :after "
                    "AND m.author != :me{hops} ORDER BY a.seq LIMIT :lim")
 _HOPS = " AND m.hop < :max_hops"
 # Addressed to the agent alone, outside its subscriptions (a decision on its post).
-_DIRECT_HEAD = (f"SELECT {_M_COLUMNS} FROM direct d INDEXED BY direct_unacked "
+_DIRECT_HEAD = (f"SELECT {M_COLUMNS} FROM direct d INDEXED BY direct_unacked "
                 "CROSS JOIN messages m ON m.seq = d.seq "
                 "WHERE d.agent = :me AND d.acked = 0 ORDER BY d.seq LIMIT :lim")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from chatbox.broker.messages import MAX_BODY
+from chatbox.broker.messages import COLUMNS, MAX_BODY, to_wire
 from chatbox.bus import wire
 
 # --------------------------------------------------------------------------- names and bounds
@@ -193,6 +193,15 @@ def test_read_pages_oldest_first_after_since(hub):
     assert [m.seq for m in page.messages] == seqs[2:4]
     assert page.more is True
     assert page.last_seq == seqs[-1]
+
+
+
+def test_each_stored_column_lands_in_its_own_field():
+    """A stored message is built positionally from its columns: each value in its field."""
+    names = [c.strip() for c in COLUMNS.split(",")]
+    values = {name: f"value of {name}" for name in names} | {"mentions": "kim lee", "pinned": 1}
+    expected = wire.Message(**{**values, "mentions": ["kim", "lee"], "pinned": True})
+    assert to_wire(tuple(values[name] for name in names)) == expected
 
 
 # --------------------------------------------------------------------------- ACL

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from chatbox.broker import offsets
 from chatbox.broker.context import Ctx, Principal
-from chatbox.broker.messages import COLUMNS, to_wire
+from chatbox.broker.messages import M_COLUMNS, to_wire
 from chatbox.broker.schema import MIGRATIONS, SCHEMA_VERSION
 from chatbox.broker.store import Store
 from chatbox.bus import wire
@@ -181,16 +181,15 @@ _WAKE_MATCH = (
     " AND s.wake != 'none' AND (s.wake = 'all'"
     " OR instr(' ' || m.mentions || ' ', ' ' || :me || ' ')"
     " OR EXISTS (SELECT 1 FROM messages p WHERE p.seq = m.in_reply_to AND p.author = :me))")
-_M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
 
 
 def _reference(db, who: str, limit: int, due_only: bool, max_hops: int) -> list[wire.Message]:
-    sql = (f"SELECT {_M_COLUMNS} FROM subscriptions s "
+    sql = (f"SELECT {M_COLUMNS} FROM subscriptions s "
            "JOIN offsets o ON o.principal = s.principal AND o.channel = s.channel "
            "JOIN messages m ON m.channel = s.channel AND m.seq > o.acked "
            "WHERE s.principal = :me AND m.author != :me"
            + (_WAKE_MATCH + " AND m.hop < :max_hops" if due_only else "") +
-           f" UNION SELECT {_M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
+           f" UNION SELECT {M_COLUMNS} FROM direct d JOIN messages m ON m.seq = d.seq "
            "WHERE d.agent = :me AND d.acked = 0 ORDER BY 1 LIMIT :lim")
     return [to_wire(r) for r in db.execute(sql, {"me": who, "lim": limit,
                                                  "max_hops": max_hops})]
