@@ -259,8 +259,8 @@ class Dispatcher:
             batch = self.due(ctx, req.agent, limits.max_batch)
         if batch:
             try:
-                spend = limits.max_tokens_per_day is not None or limits.max_usd_per_day is not None
-                policy.before_turn(req.agent, turns.history(ctx, row, spend=spend), ctx.now)
+                policy.before_turn(req.agent, turns.history_before_turn(ctx, row, limits),
+                                   ctx.now)
             except Veto as veto:
                 self.trip(ctx, req.agent, veto, batch[-1].chain)
                 batch = []
@@ -325,7 +325,7 @@ class Dispatcher:
         row = fsm.load(ctx, turn.agent)
         outcome, vetoed = facts.outcome, False
         try:
-            policy.after_turn(facts, turns.history(ctx, row, before=turn.id))
+            policy.after_turn(facts, turns.history_after_turn(ctx, row, policy.limits, turn.id))
         except Veto as veto:
             outcome, vetoed = _VETO_OUTCOME.get(veto.guardrail, facts.outcome), True
             self.trip(ctx, turn.agent, veto, turn.chain)

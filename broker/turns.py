@@ -21,9 +21,9 @@ from chatbox.broker.context import Ctx
 from chatbox.broker.states import AgentState
 from chatbox.bus import wire
 from chatbox.guardrails import AgentHistory, TurnFacts
+from chatbox.guardrails.limits import Limits
+from chatbox.guardrails.turns import WINDOW_SECONDS as TURN_WINDOW
 
-#: How many of an agent's recent turns the guardrails are shown.
-HISTORY_TURNS = 64
 #: The spend budget's window.
 DAY_SECONDS = 24 * 3600.0
 
@@ -179,22 +179,34 @@ def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliverie
     return True
 
 
-def history(ctx: Ctx, row: AgentState, before: int | None = None, *,
-            spend: bool = False) -> AgentHistory:
-    """What the guardrails remember of an agent: its ended turns since it was last resumed
-    (before turn ``before``, if given), oldest first; with ``spend``, the usage its turns
-    reported over the last day too (summed only for an agent with a spend budget: it costs a
-    row per turn of the day)."""
+def history_before_turn(ctx: Ctx, row: AgentState, limits: Limits) -> AgentHistory:
+    """What the guardrails asked before a turn see of an agent since it was last resumed: the
+    starts of its turns of the last hour, as many as its turn budget counts; with a spend
+    budget, the usage its turns reported over the last day (a row per turn of the day)."""
+    starts = [t for (t,) in ctx.db.execute(
+        "SELECT started_at FROM turns WHERE agent = ? AND outcome IS NOT NULL AND "
+        "started_at >= ? ORDER BY started_at DESC LIMIT ?",
+        (row.agent, max(ctx.now - TURN_WINDOW, row.resumed_at), limits.max_turns_per_hour))]
+    tokens, usd = 0, 0.0
+    if limits.max_tokens_per_day is not None or limits.max_usd_per_day is not None:
+        tokens, usd = ctx.db.execute(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0), coalesce(sum(cost_usd), 0.0) "
+            "FROM turns WHERE agent = ? AND started_at >= ?",
+            (row.agent, max(ctx.now - DAY_SECONDS, row.resumed_at))).fetchone()
+    return AgentHistory(agent=row.agent, turn_starts=starts[::-1],
+                        consecutive_failures=row.failures, tokens_today=tokens, usd_today=usd)
+
+
+def history_after_turn(ctx: Ctx, row: AgentState, limits: Limits, turn: int) -> AgentHistory:
+    """What the guardrails asked after ``turn`` see of the ended turns before it since the agent
+    was last resumed, oldest first: as many as the livelock detector and the failure circuit
+    look back on (``repeat_threshold - 1``, ``max_consecutive_failures - 1``)."""
     rows = ctx.db.execute(
-        "SELECT output, started_at, exit_code, cause FROM turns WHERE agent = ? AND id < ? AND "
+        "SELECT output, exit_code, cause FROM turns WHERE agent = ? AND id < ? AND "
         "outcome IS NOT NULL AND started_at >= ? ORDER BY id DESC LIMIT ?",
-        (row.agent, before if before is not None else 2**62, row.resumed_at,
-         HISTORY_TURNS)).fetchall()[::-1]
-    tokens, usd = ctx.db.execute(
-        "SELECT coalesce(sum(input_tokens + output_tokens), 0), coalesce(sum(cost_usd), 0.0) "
-        "FROM turns WHERE agent = ? AND started_at >= ?",
-        (row.agent, max(ctx.now - DAY_SECONDS, row.resumed_at))).fetchone() if spend else (0, 0.0)
+        (row.agent, turn, row.resumed_at,
+         max(limits.repeat_threshold, limits.max_consecutive_failures) - 1)).fetchall()[::-1]
     return AgentHistory(agent=row.agent, recent_outputs=[r[0] or "" for r in rows],
-                        turn_starts=[r[1] for r in rows], consecutive_failures=row.failures,
-                        recent_exit_codes=[r[2] for r in rows],
-                        recent_causes=[r[3] for r in rows], tokens_today=tokens, usd_today=usd)
+                        consecutive_failures=row.failures,
+                        recent_exit_codes=[r[1] for r in rows],
+                        recent_causes=[r[2] for r in rows])

@@ -757,6 +757,45 @@ def test_a_turn_that_reports_ok_ends_the_run_of_lost_turns(hub):
     assert not hub.agent("kim").paused
 
 
+def _turns(hub, agent: str, n: int, output: str) -> None:
+    """``n`` turns of ``agent`` one after the other, each on one new post, all reporting ok."""
+    for i in range(n):
+        hub.post("#general", f"work {i}")
+        claimed = hub.claim(agent, "sup-1", hub.agent(agent).epoch)
+        assert claimed.turn is not None, f"turn {i + 1} of {n} was refused"
+        hub.report(agent, "sup-1", claimed, output=output.format(i=i))
+
+
+@pytest.mark.parametrize("budget", [3, 70])
+def test_the_turn_budget_refuses_the_turn_past_it_however_large(hub, budget):
+    """DESIGN §5: at most max_turns_per_hour turns an hour (the broker once showed the
+    guardrails only the last 64 turns, so a budget over 64 never refused one)."""
+    hub.limits.max_turns_per_hour = budget
+    hub.limits.repeat_threshold = 1000
+    hub.add_agent("kim", "#general")
+    hub.hello("kim", "sup-1")
+    _turns(hub, "kim", budget, "handled {i}")
+    hub.post("#general", "one too many")
+    assert hub.claim("kim", "sup-1", hub.agent("kim").epoch).turn is None
+    info = hub.agent("kim")
+    assert info.paused and "turn_budget" in info.paused_reason
+
+
+@pytest.mark.parametrize("threshold", [3, 70])
+def test_a_livelock_trips_at_its_threshold_however_large(hub, threshold):
+    """DESIGN §5: repeat_threshold near-duplicate outputs in a row pause the agent, not one
+    fewer (the livelock detector too was once shown only the last 64 outputs)."""
+    hub.limits.repeat_threshold = threshold
+    hub.limits.max_turns_per_hour = 1000
+    hub.add_agent("kim", "#general")
+    hub.hello("kim", "sup-1")
+    _turns(hub, "kim", threshold - 1, "the same words")
+    assert not hub.agent("kim").paused
+    _turns(hub, "kim", 1, "the same words")
+    info = hub.agent("kim")
+    assert info.paused and "livelock" in info.paused_reason
+
+
 def test_one_policy_per_agent_rebuilt_when_its_limits_change(hub):
     """Issue 12: the guardrails are built once per agent, not per claim, and follow its config."""
     hub.add_agent("kim", "#general")
