@@ -161,9 +161,9 @@ def settle(ctx: Ctx, turn: Turn, outcome: str, engine_error: bool = False) -> di
 def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliveries: int) -> bool:
     """Escalate and ack, never retry, what of ``batch`` was redelivered more than
     ``max_redeliveries`` times; whether anything was dropped."""
-    counts = dict(ctx.db.execute(
-        f"SELECT seq, count FROM redeliveries WHERE agent = ? AND count > ? AND seq IN "
-        f"({','.join('?' * len(batch))})", (agent, max_redeliveries, *(m.seq for m in batch))))
+    counts = dict(ctx.db.execute(  # the batch's range; what else is in it is left out below
+        "SELECT seq, count FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ? AND "
+        "count > ?", (agent, batch[0].seq, batch[-1].seq, max_redeliveries)))
     poison = [m for m in batch if m.seq in counts]
     if not poison:
         return False
@@ -182,10 +182,11 @@ def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliverie
 def history_before_turn(ctx: Ctx, row: AgentState, limits: Limits) -> AgentHistory:
     """What the guardrails asked before a turn see of an agent since it was last resumed: the
     starts of its turns of the last hour, as many as its turn budget counts; with a spend
-    budget, the usage its turns reported over the last day (a row per turn of the day)."""
+    budget, the usage its turns reported over the last day (a row per turn of the day). Every
+    turn of an agent that claims has ended, so its starts are read from the index alone."""
     starts = [t for (t,) in ctx.db.execute(
-        "SELECT started_at FROM turns WHERE agent = ? AND outcome IS NOT NULL AND "
-        "started_at >= ? ORDER BY started_at DESC LIMIT ?",
+        "SELECT started_at FROM turns WHERE agent = ? AND started_at >= ? "
+        "ORDER BY started_at DESC LIMIT ?",
         (row.agent, max(ctx.now - TURN_WINDOW, row.resumed_at), limits.max_turns_per_hour))]
     tokens, usd = 0, 0.0
     if limits.max_tokens_per_day is not None or limits.max_usd_per_day is not None:
