@@ -24,8 +24,10 @@ a time:
                 of ``bench/probe.py``: per request, the time spent handling it and committing
                 it (for the breakdown only, never a headline figure)
 
-Timings are printed as percentiles over ``--calls`` calls each; nothing is asserted. The run
-takes a few minutes, most of it the build.
+Timings are printed as percentiles over ``--calls`` calls each, with what the broker read from
+the disk during each request's calls (``/proc/PID/io``): pages of the database the kernel has
+dropped from memory since the build cost a disk read each, and the tail follows them. Nothing
+is asserted. The run takes a few minutes, most of it the build.
 
     .venv/bin/python bench/scale.py [--messages 1000000] [--calls 300] [--restarts 3]
         [--synchronous FULL|NORMAL] [--quiet-wait 20] [--no-breakdown] [--keep DIR]
@@ -138,15 +140,30 @@ class Calls:
     """Every measured call: its name, and when it started and ended (``time.monotonic``, the
     probe's clock), so a probed broker's batches can be told apart by request."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker_pid: int | None = None) -> None:
         self.windows: list[tuple[float, float, str]] = []
+        self.pid = broker_pid
+        self.disk: dict[str, int] = {}  # bytes the broker read from the disk, by request
 
     def time(self, name: str, fn: Callable[[], object]) -> object:
+        before = self._read_bytes()
         t = time.monotonic()
         try:
             return fn()
         finally:
             self.windows.append((t, time.monotonic(), name))
+            if before is not None:
+                self.disk[name] = self.disk.get(name, 0) + self._read_bytes() - before
+
+    def _read_bytes(self) -> int | None:
+        """What the broker has read from the disk so far (its page cache misses): the pages
+        of a large database the kernel dropped from memory cost a disk read each."""
+        if self.pid is None:
+            return None
+        for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+            if line.startswith("read_bytes:"):
+                return int(line.split()[1])
+        return None
 
     def repeat(self, name: str, calls: int, fn: Callable[[], object]) -> None:
         """``calls`` measured calls of ``fn``, after five unmeasured warm-up calls."""
@@ -197,8 +214,10 @@ class Turns:
         self.drained = reported.state != "WAKING"
 
 
-def measure(root: Path, tokens: dict[str, str], calls: int) -> tuple[Calls, dict[str, str]]:
-    """Every request against one running broker: the calls, and what each returned."""
+def measure(root: Path, tokens: dict[str, str], calls: int,
+            broker_pid: int | None = None) -> tuple[Calls, dict[str, str]]:
+    """Every request against one running broker (process ``broker_pid``, whose disk reads are
+    counted): the calls, and what each returned."""
     from chatbox.bus.client import BusClient
     from chatbox.runtime.workspace import Workspace
 
@@ -208,7 +227,7 @@ def measure(root: Path, tokens: dict[str, str], calls: int) -> tuple[Calls, dict
     slow = BusClient(endpoints, tokens["bench"], attempt_timeout=60.0)  # for what ranks 1M rows
     last = admin.call(wire.Read(channel=CHANNEL, since=2**62, limit=1)).last_seq
     unacked = last - kim.call(wire.Inbox(limit=1)).messages[0].seq + 1
-    rec, returned = Calls(), {}
+    rec, returned = Calls(broker_pid), {}
 
     name = "inbox of kim (limit 100)"
     rec.repeat(name, calls, lambda: kim.call(wire.Inbox(limit=100)))
@@ -300,10 +319,12 @@ def run(root: Path, args) -> dict:
     proc, first = start_broker(root, 0, synchronous=args.synchronous)
     try:
         print("measuring ...", file=sys.stderr)
-        rec, out["returned"] = measure(root, tokens, args.calls)
+        rec, out["returned"] = measure(root, tokens, args.calls, proc.pid)
     finally:
         proc.stop()
     out["requests"] = {name: summary(v) for name, v in rec.seconds().items()}
+    for name, read in rec.disk.items():
+        out["requests"][name]["disk_mib"] = read / 2**20
     out["starts_s"] = [first]
     for n in range(1, args.restarts + 1):
         proc, seconds = start_broker(root, n, synchronous=args.synchronous)
@@ -348,9 +369,11 @@ def report(out: dict, mach: dict[str, str], args) -> str:
                    out["sqlite"]["commit_ms"]]]),
               "", f"## Requests over the bus (real broker, synchronous={args.synchronous}, "
               "BusClient, ipc, one request at a time)", "",
-              table(["request", "calls", "returned", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+              table(["request", "calls", "returned", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                     "read from disk, MiB"],
                     [[name, r["calls"], out["returned"].get(name, ""), r["p50"], r["p95"],
-                      r["p99"], r["max"]] for name, r in out["requests"].items()])]
+                      r["p99"], r["max"], r.get("disk_mib", float("nan"))]
+                     for name, r in out["requests"].items()])]
     if out["breakdown_error"]:
         lines += ["", f"(no breakdown: the probed broker failed: {out['breakdown_error']})"]
     if out["breakdown"]:
