@@ -24,15 +24,14 @@ COLUMNS = ("seq, channel, author, kind, body, title, type, tier, in_reply_to, me
            "hop, turn, pinned, status, resolution, created_at")
 #: The same, of the table aliased ``m``.
 M_COLUMNS = ", ".join("m." + c.strip() for c in COLUMNS.split(","))
-_MESSAGE = wire.Message
 
 
 def to_wire(row: tuple) -> wire.Message:
     (seq, channel, author, kind, body, title, type_, tier, in_reply_to, mentions, chain, hop,
      turn, pinned, status, resolution, created_at) = row
-    return _MESSAGE(seq, channel, author, kind, body, title, type_, tier, in_reply_to,
-                    mentions.split() if mentions else [], chain, hop, turn, bool(pinned), status,
-                    resolution, created_at)
+    return wire.Message(seq, channel, author, kind, body, title, type_, tier, in_reply_to,
+                        mentions.split() if mentions else [], chain, hop, turn, bool(pinned),
+                        status, resolution, created_at)
 
 
 def get(ctx: Ctx, seq: int, field: str = "seq") -> wire.Message:

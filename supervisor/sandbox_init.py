@@ -18,7 +18,7 @@ It runs isolated, standard library only, so it starts in milliseconds.
 
 from __future__ import annotations
 
-import _signal as signal  # signal's own C module: `import signal` builds its enums, ~6 ms a turn
+import _signal as signal  # signal's own C module: `import signal` builds its enums, ~10 ms a turn
 import os
 import sys
 
