@@ -236,17 +236,29 @@ class BusClient:
         finally:
             self.sub_socket.setsockopt(zmq.UNSUBSCRIBE, topic)
 
-    def _recv_raw(self, timeout: float | None) -> tuple[bytes, wire.Event] | None:
+    def _recv_raw(self, timeout: float | None,
+                  wake: int | None = None) -> tuple[bytes, wire.Event] | None:
         sock = self.sub_socket
-        if not sock.poll(None if timeout is None else max(1, int(timeout * 1000)), zmq.POLLIN):
+        ms = None if timeout is None else max(1, int(timeout * 1000))
+        if wake is None:
+            ready = sock.poll(ms, zmq.POLLIN)
+        else:
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(wake, zmq.POLLIN)
+            ready = sock in dict(poller.poll(ms))
+        if not ready:
             return None
         return self._decode_event(sock.recv_multipart())
 
-    def recv_event(self, timeout: float | None) -> tuple[bytes, wire.Event] | None:
-        """The next event, or None after ``timeout`` seconds (None: wait forever)."""
+    def recv_event(self, timeout: float | None, *,
+                   wake: int | None = None) -> tuple[bytes, wire.Event] | None:
+        """The next event, or None after ``timeout`` seconds (None: wait forever) or once the
+        descriptor ``wake`` is readable (a ``StopSignals``' own: a signal that lands just before
+        the poll blocks wakes it all the same)."""
         if self._held:
             return self._held.pop(0)
-        return self._recv_raw(timeout)
+        return self._recv_raw(timeout, wake)
 
     def read_event(self) -> tuple[bytes, wire.Event]:
         """Read one event from a SUB socket known to be readable."""

@@ -17,6 +17,7 @@ from chatbox.bus.client import BusClient
 from chatbox.cli.output import json_line, message_line, message_obj
 from chatbox.cli.session import DEADLINE, Failed, Session, UsageError
 from chatbox.runtime import env
+from chatbox.runtime.signals import StopSignals
 
 PAGE = 1000
 SNAPSHOT_SINCE = 2**62  # a Read past every seq: no messages, just the channel's last seq
@@ -143,15 +144,23 @@ class Follower:
         self.seen[channel], _ = history(self.client, channel, self.seen[channel], None, self._emit)
 
     def follow(self) -> None:
-        """Block on events until the count is reached (or forever, until interrupted)."""
-        while not self.done:
-            got = self.client.recv_event(None)
-            if got is None:
-                continue
-            event = got[1]
-            if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
-                    and event.seq > self.seen[event.channel]:
-                self.catch_up(event.channel)
+        """Block on events until the count is reached, or until a stop signal (Ctrl-C, TERM).
+        The poll watches the signals' descriptor too: a Ctrl-C that landed just before it
+        blocked was otherwise seen only at the next event, or never."""
+        signals = StopSignals()
+        signals.install()
+        try:
+            while not self.done and not signals.stopping:
+                got = self.client.recv_event(None, wake=signals.fileno())
+                if got is None:
+                    continue
+                event = got[1]
+                if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
+                        and event.seq > self.seen[event.channel]:
+                    self.catch_up(event.channel)
+        finally:
+            signals.uninstall()
+            signals.close()
 
 
 def cmd_tail(s: Session, args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from typing import IO, Any
 from chatbox.broker import entry as broker
 from chatbox.cli.output import INDENT, json_line, safe_block, safe_line, when
 from chatbox.runtime.exits import Exit
+from chatbox.runtime.signals import StopSignals
 from chatbox.runtime.workspace import Workspace, WorkspaceError
 
 POLL_SECONDS = 0.5  # only where inotify is missing
@@ -65,12 +66,15 @@ class Changes:
             return
         self.fd = fd
 
-    def wait(self, timeout: float | None = None) -> None:
+    def wait(self, timeout: float | None = None, wake: int | None = None) -> None:
+        """Until a change, ``timeout`` seconds, or the descriptor ``wake`` is readable."""
+        woken = [] if wake is None else [wake]
         if self.fd < 0:
-            time.sleep(POLL_SECONDS if timeout is None else min(timeout, POLL_SECONDS))
+            select.select(woken, [], [], POLL_SECONDS if timeout is None
+                          else min(timeout, POLL_SECONDS))
             return
-        readable, _, _ = select.select([self.fd], [], [], timeout)
-        if readable:
+        readable, _, _ = select.select([self.fd, *woken], [], [], timeout)
+        if self.fd in readable:
             try:
                 while os.read(self.fd, 65536):
                     pass
@@ -139,10 +143,11 @@ class Reader:
 
 def follow(path: Path, *, since: int | None = None, count: int | None = None,
            as_json: bool = False, out: IO[str] | None = None, err: IO[str] | None = None,
-           timeout: float | None = None) -> int:
+           timeout: float | None = None, signals: StopSignals | None = None) -> int:
     """Print the trail's entries after ``since`` (None: only those still to come), then each one
-    as it is appended; return after ``count`` entries, or when ``timeout`` seconds pass
-    with nothing new (None: never). Raises :class:`Rewritten`."""
+    as it is appended; return after ``count`` entries, when ``timeout`` seconds pass with
+    nothing new (None: never), or at a stop signal of ``signals`` (whose descriptor the wait
+    watches). Raises :class:`Rewritten`."""
     out, err = out or sys.stdout, err or sys.stderr
     changes = Changes(path.parent)  # watching before the first read: no append is missed
     reader = Reader(path, err)
@@ -157,9 +162,11 @@ def follow(path: Path, *, since: int | None = None, count: int | None = None,
                 printed += 1
                 if count is not None and printed >= count:
                     return printed
+            if signals is not None and signals.stopping:
+                return printed
             at_end = False
             started = time.monotonic()
-            changes.wait(timeout)
+            changes.wait(timeout, None if signals is None else signals.fileno())
             if timeout is not None and time.monotonic() - started >= timeout:
                 return printed
     finally:
@@ -179,7 +186,13 @@ def cmd_trail(args: argparse.Namespace) -> int:
         path = broker.trail_path(ws)
         if args.count is None:
             print(f"following {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
-        follow(path, since=args.since, count=args.count, as_json=args.json)
+        signals = StopSignals()
+        signals.install()
+        try:
+            follow(path, since=args.since, count=args.count, as_json=args.json, signals=signals)
+        finally:
+            signals.uninstall()
+            signals.close()
     except (WorkspaceError, Rewritten) as exc:
         print(f"chatbox: {exc}", file=sys.stderr)
         return Exit.FAILED

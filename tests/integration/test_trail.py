@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 
 from chatbox.broker.trail import read_trail, trail_path
 from chatbox.bus import wire
@@ -74,3 +75,27 @@ def test_tail_trail_prints_the_trail_as_json_lines(fleet: Fleet) -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["seq"] for line in done.stdout.splitlines()] == seqs
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_tail_trail_ends_quietly_at_a_stop_signal(fleet: Fleet, sig: int) -> None:
+    """`chatbox tail --trail` follows until Ctrl-C or a TERM, which end it with status 0 and
+    nothing but its first line on stderr."""
+    f = fleet
+    f.post("#dispatch", "order")
+    err = f.root / "trail-tail.err"
+    with open(err, "wb") as err_file:
+        tail = subprocess.Popen([sys.executable, "-m", "chatbox", "tail", "--trail", "--since",
+                                 "0"], env=child_env(f.ws), cwd=f.root, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=err_file)
+        try:
+            assert b"order" in tail.stdout.readline()  # following now
+            tail.send_signal(sig)
+            assert tail.wait(timeout=15) == 0
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+                tail.wait(5)
+            tail.stdout.close()
+    assert [line.split(";")[0] for line in err.read_text().splitlines()] == [
+        f"following {trail_path(f.ws.root)}"]
