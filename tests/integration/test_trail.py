@@ -13,7 +13,7 @@ import pytest
 
 from chatbox.broker.trail import read_trail, trail_path
 from chatbox.bus import wire
-from tests.fleet import Fleet, child_env
+from tests.fleet import Fleet, child_env, wait_for
 
 
 
@@ -83,19 +83,18 @@ def test_tail_trail_ends_quietly_at_a_stop_signal(fleet: Fleet, sig: int) -> Non
     nothing but its first line on stderr."""
     f = fleet
     f.post("#dispatch", "order")
-    err = f.root / "trail-tail.err"
-    with open(err, "wb") as err_file:
+    out, err = f.root / "trail-tail.out", f.root / "trail-tail.err"
+    with open(out, "wb") as out_file, open(err, "wb") as err_file:
         tail = subprocess.Popen([sys.executable, "-m", "chatbox", "tail", "--trail", "--since",
                                  "0"], env=child_env(f.ws), cwd=f.root, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=err_file)
-        try:
-            assert b"order" in tail.stdout.readline()  # following now
-            tail.send_signal(sig)
-            assert tail.wait(timeout=15) == 0
-        finally:
-            if tail.poll() is None:
-                tail.kill()
-                tail.wait(5)
-            tail.stdout.close()
+                                stdout=out_file, stderr=err_file)
+    try:
+        wait_for(lambda: "order" in out.read_text(), timeout=15, what="the trail's entry")
+        tail.send_signal(sig)
+        assert tail.wait(timeout=15) == 0
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait(5)
     assert [line.split(";")[0] for line in err.read_text().splitlines()] == [
         f"following {trail_path(f.ws.root)}"]
