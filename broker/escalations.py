@@ -125,3 +125,22 @@ def decisions(ctx: Ctx, channel: str | None, limit: int) -> wire.MessagesResult:
         f"WHERE m.kind = 'decision' AND (:ch IS NULL OR m.channel = :ch){acl} "
         "ORDER BY m.seq DESC LIMIT :lim", {"ch": channel, "me": ctx.principal.name, "lim": limit})
     return wire.MessagesResult(messages=[messages.to_wire(r) for r in rows])
+
+
+def pending(ctx: Ctx, since: int, limit: int) -> wire.MessagesResult:
+    """What waits for a human: the tier-2 posts still pending (escalations among them), oldest
+    first after ``since``, in the channels the caller may read (a human: all; an agent: those
+    it is subscribed to, never #alerts). Read through the partial index of pending tier-2 posts,
+    so it costs what is pending, not the history; it marks nothing delivered."""
+    messages.check_limit(limit)
+    acl = "" if ctx.principal.is_human else (
+        " AND channel IN (SELECT channel FROM subscriptions WHERE principal = :me)")
+    cursor = ctx.db.execute(
+        f"SELECT {messages.COLUMNS} FROM messages INDEXED BY messages_held "
+        f"WHERE tier = 2 AND status = 'pending' AND seq > :since{acl} ORDER BY seq LIMIT :lim",
+        {"since": since, "me": ctx.principal.name, "lim": limit + 1})
+    try:
+        found, more = messages.page(cursor, limit)  # bounded in text as a read's page is
+    finally:
+        cursor.close()
+    return wire.MessagesResult(messages=found, more=more)

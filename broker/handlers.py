@@ -187,6 +187,8 @@ class Handlers:
                 return wire.MessageResult(message=escalations.escalate(ctx, reason, seq, chain))
             case wire.Decisions(channel=ch, limit=limit):
                 return escalations.decisions(ctx, ch, limit)
+            case wire.Pending(since=since, limit=limit):
+                return escalations.pending(ctx, since, limit)
             case wire.Hello():
                 return d.hello(ctx, req)
             case wire.Claim():

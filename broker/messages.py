@@ -163,7 +163,7 @@ def check_limit(limit: int, cap: int = MAX_LIMIT) -> int:
 PAGE_TEXT = 8 * 1024 * 1024
 
 
-def _page(rows: Iterable[tuple], limit: int) -> tuple[list[wire.Message], bool]:
+def page(rows: Iterable[tuple], limit: int) -> tuple[list[wire.Message], bool]:
     """The first ``limit`` rows or fewer, up to PAGE_TEXT characters; and whether more follow."""
     msgs: list[wire.Message] = []
     size = 0
@@ -185,7 +185,7 @@ def read(ctx: Ctx, channel: str, since: int, limit: int) -> wire.MessagesResult:
                             "WHERE channel = ? AND seq > ? "
                             "ORDER BY seq LIMIT ?", (channel, max(since, 0), limit + 1))
     try:
-        msgs, more = _page(cursor, limit)
+        msgs, more = page(cursor, limit)
     finally:
         cursor.close()
     if msgs:

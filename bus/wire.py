@@ -201,6 +201,14 @@ class Decisions(Request, tag="decisions"):
     limit: SearchLimit = 20
 
 
+class Pending(Request, tag="pending"):
+    """What waits for a human: the tier-2 posts still pending (escalations among them) in the
+    channels the caller may read, oldest first after ``since``."""
+
+    since: Id = 0
+    limit: Limit = 100
+
+
 class Hello(Request, tag="hello"):
     """A supervisor announces itself for its agent (after subscribing to its wakes)."""
 
@@ -240,7 +248,7 @@ class TurnReport(Request, tag="turn_report"):
 RequestBody = (
     Whoami | Attach | Status | Post | Read | GetPost | Ack | Inbox | Subscribe | Unsubscribe | Rooms
     | CreateChannel | SetFlag | Search | AddAgent | ListAgents | ShowAgent | SetPaused | Revoke
-    | Sync | Decide | Escalate | Decisions | Hello | Claim | TurnReport
+    | Sync | Decide | Escalate | Decisions | Pending | Hello | Claim | TurnReport
 )
 
 # What each request does to the broker's state — the one classification, used by the client
@@ -253,7 +261,7 @@ RequestBody = (
 Effect = Literal["reads", "marks", "writes"]
 EFFECTS: dict[type[Request], Effect] = {
     Whoami: "reads", Attach: "marks", Status: "reads", GetPost: "reads", Rooms: "reads", Search: "reads",
-    ListAgents: "reads", ShowAgent: "reads", Decisions: "reads", Sync: "reads",
+    ListAgents: "reads", ShowAgent: "reads", Decisions: "reads", Pending: "reads", Sync: "reads",
     Read: "marks",
     Post: "writes", Ack: "writes", Inbox: "writes", Subscribe: "writes", Unsubscribe: "writes",
     CreateChannel: "writes", SetFlag: "writes", AddAgent: "writes", SetPaused: "writes",

@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from chatbox.bus.endpoints import Endpoints
-from chatbox.http import api, escalations, mcp_http, metrics, openapi, seed
+from chatbox.http import api, mcp_http, metrics, openapi, seed
 from chatbox.http.auth import Known, Sessions
 from chatbox.http.bridge import Bridge
 from chatbox.http.guard import Guard
@@ -54,7 +54,6 @@ class Server:
         self.bridge.on_refused = self.refused
         self.fetcher = Fetcher(self.bridge)
         self.adapters = Adapters(self.bridge, endpoints)
-        self.escalations = escalations.Book()
         self.openapi = openapi.encoded(api.OPS, version)
 
     def refused(self, token: str) -> None:

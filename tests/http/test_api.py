@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from chatbox.bus import wire
+from chatbox.bus.errors import Refused
 from chatbox.http import api, guard, seed
 from tests.fleet import wait_for
 
@@ -120,6 +121,18 @@ def test_escalations_list_what_waits_for_a_human_until_it_is_decided(served):
     assert [e["post"] for e in admin.get("/v1/escalations").json()["escalations"]] == \
         [asked.message.seq]
     assert bot.get("/v1/escalations").json() == {"escalations": []}  # #alerts: humans only
+
+
+def test_escalations_read_no_channel_for_their_caller(served):
+    """/v1/escalations asks the broker for what is pending: listing it once read every channel
+    as the caller, which marked each message in them delivered to it (an ack up to one it
+    never saw was then accepted)."""
+    bot = served.client(served.agent_token("bot", "#general"))
+    seq = bot.post("/v1/channels/%23general/messages",
+                   json={"body": "seen by nobody yet"}).json()["message"]["seq"]
+    assert served.admin().get("/v1/escalations").json() == {"escalations": []}
+    with pytest.raises(Refused, match="not delivered to you yet"):
+        served.fleet.client().call(wire.Ack(channel="#general", up_to=seq))
 
 
 def test_a_revoked_token_is_refused_at_once_and_its_session_ends(served):

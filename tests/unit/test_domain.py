@@ -204,6 +204,29 @@ def test_each_stored_column_lands_in_its_own_field():
     assert to_wire(tuple(values[name] for name in names)) == expected
 
 
+
+def test_pending_lists_what_waits_for_a_human_as_its_caller_may_see_it(hub):
+    """What waits for a human (wire.Pending): the pending tier-2 posts, escalations among them,
+    oldest first and in pages; an agent sees those of its own channels, never #alerts; a
+    decided post is off the list."""
+    kim = hub.add_agent("kim", "#general")
+    bob = hub.add_agent("bob", "#dispatch")
+    ask = hub.post("#general", "ship it?", kim, kind="post", title="Ship", tier=2)
+    other = hub.post("#dispatch", "deploy?", bob, kind="post", title="Deploy", tier=2)
+    alert = hub.ok(wire.Escalate(reason="stuck"), kim).message
+    hub.post("#general", "only a chat")
+    every = [ask.seq, other.seq, alert.seq]
+    assert [m.seq for m in hub.ok(wire.Pending()).messages] == every
+    assert [m.seq for m in hub.ok(wire.Pending(), kim).messages] == [ask.seq]
+    assert [m.seq for m in hub.ok(wire.Pending(), bob).messages] == [other.seq]
+    first = hub.ok(wire.Pending(limit=1))
+    assert ([m.seq for m in first.messages], first.more) == ([ask.seq], True)
+    assert [m.seq for m in hub.ok(wire.Pending(since=ask.seq)).messages] == every[1:]
+    hub.ok(wire.Decide(seq=ask.seq, approve=True))
+    assert [m.seq for m in hub.ok(wire.Pending()).messages] == every[1:]
+    assert hub.ok(wire.Pending(), kim).messages == []
+
+
 # --------------------------------------------------------------------------- ACL
 
 

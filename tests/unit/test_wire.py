@@ -53,6 +53,7 @@ REQUESTS: list[wire.Request] = [
     wire.Decide(seq=3, approve=False, reason="no"),
     wire.Escalate(reason="stuck", seq=3, turn=4),
     wire.Decisions(channel="#general", limit=2),
+    wire.Pending(since=3, limit=2),
     wire.Sync(nonce="n1"),
     wire.Hello(agent="kim", supervisor="sup", pid=1, host="h", turn=4, epoch=5),
     wire.Claim(agent="kim", supervisor="sup", epoch=5),
