@@ -133,8 +133,10 @@ def pending(ctx: Ctx, since: int, limit: int) -> wire.MessagesResult:
     it is subscribed to, never #alerts). Read through the partial index of pending tier-2 posts,
     so it costs what is pending, not the history; it marks nothing delivered."""
     messages.check_limit(limit)
+    humans_only = ", ".join(f"'{ch}'" for ch in sorted(channels.HUMANS_ONLY))
     acl = "" if ctx.principal.is_human else (
-        " AND channel IN (SELECT channel FROM subscriptions WHERE principal = :me)")
+        " AND channel IN (SELECT channel FROM subscriptions WHERE principal = :me)"
+        f" AND channel NOT IN ({humans_only})")  # a subscription there is refused; never read
     cursor = ctx.db.execute(
         f"SELECT {messages.COLUMNS} FROM messages INDEXED BY messages_held "
         f"WHERE tier = 2 AND status = 'pending' AND seq > :since{acl} ORDER BY seq LIMIT :lim",
