@@ -7,8 +7,10 @@ first signal asks for a graceful stop; a second one means "now".
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
+from collections.abc import Iterator
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK")
                      if hasattr(signal, name))
@@ -20,6 +22,19 @@ class StopSignals:
         self._r, self._w = socket.socketpair()
         self._r.setblocking(False)
         self._w.setblocking(False)
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[StopSignals]:
+        """Stop signals recorded for the ``with`` block (a command that waits, as ``tail``
+        does), then their default handling back."""
+        signals = cls()
+        signals.install()
+        try:
+            yield signals
+        finally:
+            signals.uninstall()
+            signals.close()
 
     def install(self) -> None:
         signal.set_wakeup_fd(self._w.fileno())

@@ -147,9 +147,7 @@ class Follower:
         """Block on events until the count is reached, or until a stop signal (Ctrl-C, TERM).
         The poll watches the signals' descriptor too: a Ctrl-C that landed just before it
         blocked was otherwise seen only at the next event, or never."""
-        signals = StopSignals()
-        signals.install()
-        try:
+        with StopSignals.installed() as signals:
             while not self.done and not signals.stopping:
                 got = self.client.recv_event(None, wake=signals.fileno())
                 if got is None:
@@ -158,9 +156,6 @@ class Follower:
                 if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
                         and event.seq > self.seen[event.channel]:
                     self.catch_up(event.channel)
-        finally:
-            signals.uninstall()
-            signals.close()
 
 
 def cmd_tail(s: Session, args: argparse.Namespace) -> int:

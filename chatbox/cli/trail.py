@@ -186,13 +186,8 @@ def cmd_trail(args: argparse.Namespace) -> int:
         path = broker.trail_path(ws)
         if args.count is None:
             print(f"following {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
-        signals = StopSignals()
-        signals.install()
-        try:
+        with StopSignals.installed() as signals:
             follow(path, since=args.since, count=args.count, as_json=args.json, signals=signals)
-        finally:
-            signals.uninstall()
-            signals.close()
     except (WorkspaceError, Rewritten) as exc:
         print(f"chatbox: {exc}", file=sys.stderr)
         return Exit.FAILED

@@ -26,13 +26,10 @@ def loop(tmp_path):
     nowhere = f"ipc://{tmp_path}/nobody.sock"
     client = BusClient(Endpoints(nowhere, f"ipc://{tmp_path}/nobody-events.sock"), "cbx_x",
                        attempt_timeout=0.05, deadline=0.2)
-    signals = StopSignals()
-    signals.install()
     try:
-        yield WakeLoop("echo", client, runner=None, signals=signals)
+        with StopSignals.installed() as signals:
+            yield WakeLoop("echo", client, runner=None, signals=signals)
     finally:
-        signals.uninstall()
-        signals.close()
         client.close()
 
 
