@@ -57,11 +57,17 @@ def get(ctx: Ctx, turn: int | None) -> Turn | None:
                 chain=chain, hop=hop, started_at=started_at)
 
 
+def _redelivered(ctx: Ctx, agent: str, first: int, last: int) -> dict[int, int]:
+    """How many more deliveries each message of seq ``first`` to ``last`` has had to ``agent``
+    after turns that did not handle it; a message with none is not in it."""
+    return dict(ctx.db.execute(
+        "SELECT seq, count FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ?",
+        (agent, first, last)))
+
+
 def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
     """Open a turn at ``epoch`` on ``batch`` (oldest first, not empty) and deliver it."""
-    counts = dict(ctx.db.execute(
-        "SELECT seq, count FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ?",
-        (agent, batch[0].seq, batch[-1].seq)))
+    counts = _redelivered(ctx, agent, batch[0].seq, batch[-1].seq)
     by_channel: dict[str, list[int]] = {}
     for m in batch:
         m.redelivered = m.seq in counts
@@ -86,9 +92,7 @@ def claimed(ctx: Ctx, first: wire.ClaimResult) -> wire.ClaimResult:
     seqs = sorted(seq for batch in (turn.batch.values() if turn else ()) for seq in batch)
     if not seqs:
         return first
-    counts = {s for (s,) in ctx.db.execute(
-        "SELECT seq FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ?",
-        (turn.agent, seqs[0], seqs[-1]))}
+    counts = _redelivered(ctx, turn.agent, seqs[0], seqs[-1])
     batch = [msgspec.structs.replace(messages.get(ctx, seq), redelivered=seq in counts)
              for seq in seqs]
     return msgspec.structs.replace(first, messages=batch)
@@ -161,9 +165,8 @@ def settle(ctx: Ctx, turn: Turn, outcome: str, engine_error: bool = False) -> di
 def drop_poison(ctx: Ctx, agent: str, batch: list[wire.Message], max_redeliveries: int) -> bool:
     """Escalate and ack, never retry, what of ``batch`` was redelivered more than
     ``max_redeliveries`` times; whether anything was dropped."""
-    counts = dict(ctx.db.execute(  # the batch's range; what else is in it is left out below
-        "SELECT seq, count FROM redeliveries WHERE agent = ? AND seq BETWEEN ? AND ? AND "
-        "count > ?", (agent, batch[0].seq, batch[-1].seq, max_redeliveries)))
+    ranged = _redelivered(ctx, agent, batch[0].seq, batch[-1].seq)  # not all of it the batch's
+    counts = {seq: n for seq, n in ranged.items() if n > max_redeliveries}
     poison = [m for m in batch if m.seq in counts]
     if not poison:
         return False
