@@ -127,16 +127,20 @@ def decisions(ctx: Ctx, channel: str | None, limit: int) -> wire.MessagesResult:
     return wire.MessagesResult(messages=[messages.to_wire(r) for r in rows])
 
 
+# What of the pending an agent may see: its channels, never one humans alone read (a
+# subscription there is refused, so this only guards an old database's).
+_HUMANS_ONLY = ", ".join(f"'{ch}'" for ch in sorted(channels.HUMANS_ONLY))
+_AGENT_PENDING = (" AND channel IN (SELECT channel FROM subscriptions WHERE principal = :me)"
+                  f" AND channel NOT IN ({_HUMANS_ONLY})")
+
+
 def pending(ctx: Ctx, since: int, limit: int) -> wire.MessagesResult:
     """What waits for a human: the tier-2 posts still pending (escalations among them), oldest
     first after ``since``, in the channels the caller may read (a human: all; an agent: those
     it is subscribed to, never #alerts). Read through the partial index of pending tier-2 posts,
     so it costs what is pending, not the history; it marks nothing delivered."""
     messages.check_limit(limit)
-    humans_only = ", ".join(f"'{ch}'" for ch in sorted(channels.HUMANS_ONLY))
-    acl = "" if ctx.principal.is_human else (
-        " AND channel IN (SELECT channel FROM subscriptions WHERE principal = :me)"
-        f" AND channel NOT IN ({humans_only})")  # a subscription there is refused; never read
+    acl = "" if ctx.principal.is_human else _AGENT_PENDING
     cursor = ctx.db.execute(
         f"SELECT {messages.COLUMNS} FROM messages INDEXED BY messages_held "
         f"WHERE tier = 2 AND status = 'pending' AND seq > :since{acl} ORDER BY seq LIMIT :lim",
