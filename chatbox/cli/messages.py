@@ -143,19 +143,18 @@ class Follower:
     def catch_up(self, channel: str) -> None:
         self.seen[channel], _ = history(self.client, channel, self.seen[channel], None, self._emit)
 
-    def follow(self) -> None:
+    def follow(self, signals: StopSignals) -> None:
         """Block on events until the count is reached, or until a stop signal (Ctrl-C, TERM).
         The poll watches the signals' descriptor too: a Ctrl-C that landed just before it
         blocked was otherwise seen only at the next event, or never."""
-        with StopSignals.installed() as signals:
-            while not self.done and not signals.stopping:
-                got = self.client.recv_event(None, wake=signals.fileno())
-                if got is None:
-                    continue
-                event = got[1]
-                if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
-                        and event.seq > self.seen[event.channel]:
-                    self.catch_up(event.channel)
+        while not self.done and not signals.stopping:
+            got = self.client.recv_event(None, wake=signals.fileno())
+            if got is None:
+                continue
+            event = got[1]
+            if isinstance(event, wire.MessageEvent) and event.channel in self.seen \
+                    and event.seq > self.seen[event.channel]:
+                self.catch_up(event.channel)
 
 
 def cmd_tail(s: Session, args: argparse.Namespace) -> int:
@@ -165,9 +164,12 @@ def cmd_tail(s: Session, args: argparse.Namespace) -> int:
         follower.snapshot(args.since)
         if follower.done:
             return 0
-        print(f"tailing {' '.join(follower.channels)}; Ctrl-C to stop", file=sys.stderr,
-              flush=True)
-        follower.follow()
+        # The signals are ours before the line that says so: a TERM sent on reading it ends
+        # the tail quietly, not by the default action.
+        with StopSignals.installed() as signals:
+            print(f"tailing {' '.join(follower.channels)}; Ctrl-C to stop", file=sys.stderr,
+                  flush=True)
+            follower.follow(signals)
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how a tail ends: quietly, and not an error
     return 0

@@ -184,9 +184,9 @@ def cmd_trail(args: argparse.Namespace) -> int:
         ws = Workspace.find(getattr(args, "workspace", None))
         ws.require_data_dir()
         path = broker.trail_path(ws)
-        if args.count is None:
-            print(f"following {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
-        with StopSignals.installed() as signals:
+        with StopSignals.installed() as signals:  # before the line that says we follow
+            if args.count is None:
+                print(f"following {path}; Ctrl-C to stop", file=sys.stderr, flush=True)
             follow(path, since=args.since, count=args.count, as_json=args.json, signals=signals)
     except (WorkspaceError, Rewritten) as exc:
         print(f"chatbox: {exc}", file=sys.stderr)
