@@ -9,6 +9,7 @@ savepoint per request, so each request is all-or-nothing and the batch costs one
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,6 +71,22 @@ def _require_database_file(path: Path) -> None:
             f"{path.parent} away and run `chatbox init` to begin anew")
 
 
+def _out_of_space(path: Path, exc: apsw.Error) -> bool:
+    """Did ``exc`` fail for want of space? SQLite says SQLITE_FULL for a page it could not
+    write, and only "disk I/O error" for the WAL index it could not grow: then the file
+    system's free space decides."""
+    if isinstance(exc, apsw.FullError):
+        return True
+    try:
+        fs = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return isinstance(exc, apsw.IOError) and fs.f_bavail * fs.f_frsize < _WAL_INDEX_BYTES
+
+
+_WAL_INDEX_BYTES = 32768  # what SQLite writes first when it opens a WAL database
+
+
 class Store:
     """The broker's one connection. Not thread-safe: the broker's request loop owns it."""
 
@@ -83,7 +100,11 @@ class Store:
             _require_database_file(path)
         try:
             self.db = apsw.Connection(str(path))
-        except apsw.Error as exc:
+        except apsw.Error as exc:  # opening writes: WAL's index (-shm), a crash's recovery
+            if _out_of_space(path, exc):
+                raise StoreError(f"cannot open database {path}: the disk holding {path.parent} "
+                                 f"is full ({exc}); free space there, then start the broker "
+                                 "again") from None
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         self._depth = 0
         self.checkpointer: Checkpointer | None = None
