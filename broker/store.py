@@ -77,11 +77,13 @@ def _out_of_space(path: Path, exc: apsw.Error) -> bool:
     system's free space decides."""
     if isinstance(exc, apsw.FullError):
         return True
+    if not isinstance(exc, apsw.IOError):
+        return False
     try:
         fs = os.statvfs(path.parent)
     except OSError:
         return False
-    return isinstance(exc, apsw.IOError) and fs.f_bavail * fs.f_frsize < _WAL_INDEX_BYTES
+    return fs.f_bavail * fs.f_frsize < _WAL_INDEX_BYTES
 
 
 _WAL_INDEX_BYTES = 32768  # what SQLite writes first when it opens a WAL database
