@@ -21,7 +21,7 @@ from chatbox.broker import (agents, audit, channels, escalations, messages, offs
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import BrokerError, Invalid, StoreError
-from chatbox.broker.store import Store
+from chatbox.broker.store import Store, is_disk_full
 from chatbox.runtime.workspace import Workspace, new_token, write_secret
 
 log = structlog.get_logger("broker")
@@ -253,15 +253,6 @@ def _kept(result: wire.Result) -> wire.Result:
     if isinstance(result, wire.ClaimResult):
         return msgspec.structs.replace(result, messages=[])
     return result
-
-
-def is_disk_full(exc: BaseException | None) -> bool:
-    """Is ``exc``, or an error it was raised from or during, SQLite's SQLITE_FULL?"""
-    while exc is not None:
-        if isinstance(exc, apsw.FullError):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
 
 
 def _error(rid: int, code: wire.ErrorCode, message: str, field: str | None = None) -> bytes:

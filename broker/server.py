@@ -33,10 +33,11 @@ from chatbox.bus import curve, wire
 from chatbox.bus.client import configure
 from chatbox.bus.endpoints import Endpoints, check, ipc_path, is_tcp
 from chatbox.broker.context import Ctx, Principal
-from chatbox.broker.handlers import Handlers, _error, _salvage_rid, is_disk_full
+from chatbox.broker.handlers import Handlers, _error, _salvage_rid
 from chatbox.broker.messages import HeldMarks
 from chatbox.broker.gate import Gate
 from chatbox.broker.sockwatch import SocketWatch
+from chatbox.broker.store import is_disk_full
 from chatbox.broker.trail import Trail
 from chatbox.runtime.signals import StopSignals
 

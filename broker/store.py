@@ -71,11 +71,20 @@ def _require_database_file(path: Path) -> None:
             f"{path.parent} away and run `chatbox init` to begin anew")
 
 
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Is ``exc``, or an error it was raised from or during, SQLite's SQLITE_FULL?"""
+    while exc is not None:
+        if isinstance(exc, apsw.FullError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _out_of_space(path: Path, exc: apsw.Error) -> bool:
-    """Did ``exc`` fail for want of space? SQLite says SQLITE_FULL for a page it could not
-    write, and only "disk I/O error" for the WAL index it could not grow: then the file
+    """Did opening ``path`` fail for want of space? SQLite says SQLITE_FULL for a page it could
+    not write, and only "disk I/O error" for the WAL index it could not grow: then the file
     system's free space decides."""
-    if isinstance(exc, apsw.FullError):
+    if is_disk_full(exc):
         return True
     if not isinstance(exc, apsw.IOError):
         return False
