@@ -33,7 +33,18 @@ def _apply_bestpractice() -> None:
     global _bestpractice_applied
     if not _bestpractice_applied:
         apsw.bestpractice.apply(apsw.bestpractice.recommended)
+        apsw.connection_hooks.append(_stable_plans)
         _bestpractice_applied = True
+
+
+def _stable_plans(db: apsw.Connection) -> None:
+    """Plans that do not depend on the values bound to a statement (SQLite's query planner
+    stability guarantee). Without it, once ``PRAGMA optimize`` (run at every open) has written
+    ``sqlite_stat4``, every new value bound to a parameter compared with an indexed column
+    expires the statement, and its next run prepares it again: 10-40 µs a statement, on every
+    statement of every request. Our plans are index-driven whatever the values
+    (``tests/unit/test_scale.py`` holds them to that after an ANALYZE)."""
+    db.config(apsw.SQLITE_DBCONFIG_ENABLE_QPSG, 1)
 
 
 def index_messages(db: apsw.Connection, at_least: int = 1) -> None:

@@ -144,6 +144,35 @@ def test_the_plans_stay_index_seeks_once_sqlite_has_statistics(hub):
         assert _scans(work) == [], f"{name} scans or sorts:\n" + "\n".join(_scans(work))
 
 
+def test_no_statement_is_compiled_again_for_new_values_once_sqlite_has_statistics(hub):
+    """With ``sqlite_stat4`` present, SQLite by default expires a statement whenever a value
+    compared with an indexed column is bound anew, and compiles it again at its next run — at
+    every request, since every request binds new values. The broker's connection keeps its
+    plans (the query planner stability guarantee): a request repeated with new values compiles
+    nothing. Compilation is seen through the authorizer, which SQLite asks only then."""
+    _world(hub)
+    for channel in ("#general", "#dispatch", "#ops"):
+        _backlog(hub, 5_000, channel=channel, author="bob")
+    hub.store.db.execute("ANALYZE")
+    assert hub.store.db.execute("SELECT count(*) FROM sqlite_stat4").get > 0
+    compiled: list[tuple] = []
+    counting = False
+
+    def authorizer(*what) -> int:
+        if counting:
+            compiled.append(what)
+        return apsw.SQLITE_OK
+
+    hub.store.db.authorizer = authorizer  # (setting it expires every statement: set it first)
+    try:
+        _cycle(hub)  # every statement of the cycle is compiled and cached now
+        counting = True
+        _cycle(hub)  # the same requests, with new offsets, epochs, turns and times
+    finally:
+        hub.store.db.authorizer = None
+    assert compiled == [], f"statements were compiled again: {compiled}"
+
+
 def test_a_mentions_subscription_finds_the_one_mention_in_a_long_backlog(hub):
     """With wake mode "mentions", a claim reads what mentions the agent or replies to its
     posts, not the thousands of messages before them."""
