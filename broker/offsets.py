@@ -12,6 +12,7 @@ rows as it returns, however long the backlog: never every unacked row before it 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 
 import apsw
@@ -78,10 +79,19 @@ def unacked(ctx: Ctx, who: str, limit: int, *, due_only: bool,
 
 def _merge(cursors: list[apsw.Cursor], limit: int) -> Iterator[tuple]:
     """The first ``limit`` rows of the heads in seq order, each seq once (a direct delivery may
-    be in a subscribed channel too). Each head is read only as far as the merge needs."""
+    be in a subscribed channel too). Each head is read only as far as the merge needs; when
+    only one head has rows (one busy channel: the common case), it is read straight through,
+    without the merge's cost per row."""
+    heads = [(first, cursor) for cursor in cursors if (first := next(cursor, None)) is not None]
+    if len(heads) == 1:
+        first, cursor = heads[0]
+        yield first
+        yield from itertools.islice(cursor, limit - 1)
+        return
     last = None
     taken = 0
-    for row in heapq.merge(*cursors, key=lambda r: r[0]):
+    for row in heapq.merge(*(itertools.chain((first,), cursor) for first, cursor in heads),
+                           key=_seq):
         if row[0] == last:
             continue
         last = row[0]
@@ -89,6 +99,10 @@ def _merge(cursors: list[apsw.Cursor], limit: int) -> Iterator[tuple]:
         taken += 1
         if taken == limit:
             return
+
+
+def _seq(row: tuple) -> int:
+    return row[0]
 
 
 def direct(ctx: Ctx, who: str, limit: int) -> list[wire.Message]:
