@@ -11,8 +11,6 @@ escalated and acked, never retried.
 
 from __future__ import annotations
 
-import json
-
 import msgspec
 
 from chatbox.broker import audit, escalations, messages, offsets
@@ -23,6 +21,9 @@ from chatbox.bus import wire
 from chatbox.guardrails import AgentHistory, TurnFacts
 from chatbox.guardrails.limits import Limits
 from chatbox.guardrails.turns import WINDOW_SECONDS as TURN_WINDOW
+
+#: A turn's batch as stored (``turns.batch``, JSON): channel -> the seqs delivered from it.
+_batch_decoder = msgspec.json.Decoder(dict[str, list[int]])
 
 #: The spend budget's window.
 DAY_SECONDS = 24 * 3600.0
@@ -53,7 +54,7 @@ def get(ctx: Ctx, turn: int | None) -> Turn | None:
     if row is None:
         return None
     id_, agent, epoch, batch, chain, hop, started_at = row
-    return Turn(id=id_, agent=agent, epoch=epoch, batch=json.loads(batch) if batch else {},
+    return Turn(id=id_, agent=agent, epoch=epoch, batch=_batch_decoder.decode(batch) if batch else {},
                 chain=chain, hop=hop, started_at=started_at)
 
 
@@ -74,9 +75,10 @@ def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
         by_channel.setdefault(m.channel, []).append(m.seq)
     newest = batch[-1]
     hop = max(m.hop for m in batch)
+    stored = msgspec.json.encode(by_channel).decode()
     turn = ctx.db.execute(
         "INSERT INTO turns(agent, epoch, batch, chain, hop, started_at) VALUES (?,?,?,?,?,?) "
-        "RETURNING id", (agent, epoch, json.dumps(by_channel), newest.chain, hop, ctx.now)).get
+        "RETURNING id", (agent, epoch, stored, newest.chain, hop, ctx.now)).get
     offsets.deliver(ctx, agent, batch)
     return Turn(id=turn, agent=agent, epoch=epoch, batch=by_channel, chain=newest.chain, hop=hop,
                 started_at=ctx.now)
