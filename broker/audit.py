@@ -228,8 +228,8 @@ def auth_failure(db: apsw.Connection, op: str, at: float) -> None:
 
 
 def _describe(req: wire.Request, result: wire.Result) -> tuple[str, str, dict] | None:
-    """(action, subject, detail) of a request worth an entry; None for the rest (reads, marks,
-    Inbox's delivery marks)."""
+    """(action, subject, detail) of a request worth an entry; None for the rest (reads, and
+    marks: the delivery marks of Read and Inbox, a turn's connection)."""
     match req:
         case wire.Post():
             m = result.message

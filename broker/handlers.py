@@ -27,9 +27,9 @@ from chatbox.runtime.workspace import Workspace, new_token, write_secret
 log = structlog.get_logger("broker")
 
 # What a broker whose disk refuses writes still answers: every read, and the requests that only
-# mark what they showed (Read, Attach) or whose stored answer may be skipped (Inbox: a retry
-# gets the unacked messages again). Their marks are held in memory (messages.HeldMarks).
-ANSWERED_UNSTORED: frozenset[type[wire.Request]] = wire.READ_ONLY | {wire.Inbox}
+# mark what they showed (Read, Inbox, Attach). Their marks are held in memory
+# (messages.HeldMarks).
+ANSWERED_UNSTORED: frozenset[type[wire.Request]] = wire.READ_ONLY
 
 
 class Handlers:

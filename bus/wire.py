@@ -254,16 +254,17 @@ RequestBody = (
 # What each request does to the broker's state — the one classification, used by the client
 # (which keys what writes) and the broker (which replays a keyed request's first answer):
 #   reads  changes nothing stored (Sync publishes an event, and stores nothing);
-#   marks  only moves the reader's delivery mark up to what it was shown (Read), or marks the
-#          reader's turn connected (Attach): the same however often it is applied,
-#          so a retry needs no key and no stored answer;
+#   marks  only moves the reader's delivery marks up to what it was shown (Read, Inbox), or
+#          marks the reader's turn connected (Attach): the same however often it is applied,
+#          so a retry needs no key and no stored answer (an Inbox retried shows what is
+#          unacked then: nothing was acked on the strength of an answer never received);
 #   writes anything else: carries an idempotency key, applied once, its first answer replayed.
 Effect = Literal["reads", "marks", "writes"]
 EFFECTS: dict[type[Request], Effect] = {
     Whoami: "reads", Attach: "marks", Status: "reads", GetPost: "reads", Rooms: "reads", Search: "reads",
     ListAgents: "reads", ShowAgent: "reads", Decisions: "reads", Pending: "reads", Sync: "reads",
-    Read: "marks",
-    Post: "writes", Ack: "writes", Inbox: "writes", Subscribe: "writes", Unsubscribe: "writes",
+    Read: "marks", Inbox: "marks",
+    Post: "writes", Ack: "writes", Subscribe: "writes", Unsubscribe: "writes",
     CreateChannel: "writes", SetFlag: "writes", AddAgent: "writes", SetPaused: "writes",
     Revoke: "writes", Decide: "writes", Escalate: "writes", Hello: "writes", Claim: "writes",
     TurnReport: "writes",

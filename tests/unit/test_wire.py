@@ -348,6 +348,22 @@ def test_a_request_classified_as_marks_only_moves_marks_and_repeats_harmlessly(h
             _without(once, hub, {"offsets": ("updated_at",)}), kind.__name__
 
 
+def test_an_inbox_keeps_no_copy_of_what_it_showed(hub):
+    """An inbox only marks what it shows as delivered, like a read: its answer (up to a whole
+    batch of bodies) is not stored for a replay, even when a client sends a key with it, and
+    the inbox asked again shows what is unacked then."""
+    kim = hub.add_agent("kim", "#general")
+    for i in range(3):
+        hub.post("#general", f"note {i}")
+    stored = "SELECT count(*) FROM requests"
+    before = hub.store.db.execute(stored).get
+    first = hub.ok(wire.Inbox(limit=2), kim, idem="inbox-1")
+    again = hub.ok(wire.Inbox(limit=5), kim, idem="inbox-1")  # the same key: not replayed
+    assert hub.store.db.execute(stored).get == before
+    assert [m.body for m in first.messages] == ["note 0", "note 1"]
+    assert [m.body for m in again.messages] == ["note 0", "note 1", "note 2"]
+
+
 def test_requests_classified_as_writes_carry_a_key_from_the_client():
     """DESIGN §2: the client keys exactly the requests the wire classifies as writes."""
     for req in REQUESTS:
