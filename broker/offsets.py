@@ -111,9 +111,8 @@ def direct(ctx: Ctx, who: str, limit: int) -> list[wire.Message]:
 
 
 def deliver(ctx: Ctx, who: str, msgs: list[wire.Message]) -> None:
-    newest: dict[str, int] = {}
-    for m in msgs:
-        newest[m.channel] = max(newest.get(m.channel, 0), m.seq)
+    """Mark ``msgs`` (oldest first) delivered to ``who``: the newest of each channel."""
+    newest = {m.channel: m.seq for m in msgs}  # oldest first: a channel's last is its newest
     for channel, seq in newest.items():
         mark_delivered(ctx, who, channel, seq)
 

@@ -71,8 +71,9 @@ def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
     counts = _redelivered(ctx, agent, batch[0].seq, batch[-1].seq)
     by_channel: dict[str, list[int]] = {}
     for m in batch:
-        m.redelivered = m.seq in counts
         by_channel.setdefault(m.channel, []).append(m.seq)
+    for m in batch if counts else ():  # (none was redelivered: each is marked so already)
+        m.redelivered = m.seq in counts
     newest = batch[-1]
     hop = max(m.hop for m in batch)
     stored = msgspec.json.encode(by_channel).decode()
