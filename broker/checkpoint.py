@@ -4,14 +4,17 @@ SQLite copies its write-ahead log back into the database (a checkpoint) once the
 pages, by default inside the commit that crossed the mark: at a million messages that commit took
 5–15 ms longer, and those were the claims past the 5 ms goal. So the broker's connection gets a
 WAL hook instead, which turns SQLite's own automatic checkpoints off: after each commit it hears
-how many pages the log holds, and past ``PAGES`` it wakes this thread. The thread checkpoints
-on a connection of its own in PASSIVE mode, which neither waits for nor blocks the loop's reads
-and writes (apsw lets go of the interpreter while SQLite works). No timer: only a growing log
-wakes it. The log starts again from its beginning at the first write after a checkpoint that
-caught up with it; under commits back to back that may not happen, so past ``LIMIT`` pages the
-commit checkpoints itself, as SQLite would have (the log stays bounded). A checkpoint that fails
-(a full disk) is logged once and tried again after the next commit past the mark; the log only
-grows meanwhile, nothing is lost.
+how many pages the log holds, and each time it has grown by ``PAGES`` it wakes this thread. The
+thread checkpoints on a connection of its own in PASSIVE mode, which neither waits for nor
+blocks the loop's reads and writes (apsw lets go of the interpreter while SQLite works). No
+timer: only a growing log wakes it. The log starts again from its beginning at the first write
+after a checkpoint that caught up with it; under commits back to back that may not happen (the
+next write began while the checkpoint ran), and the log keeps growing: it is checkpointed
+again after ``PAGES`` more, never after every commit — each checkpoint ends with an fsync of the
+database, and one after every commit (as it was) doubled the fsyncs the loop's commits wait
+behind. Past ``LIMIT`` pages the commit checkpoints itself, as SQLite would have (the log stays
+bounded, and starts again). A checkpoint that fails (a full disk) is logged once and tried
+again after the log has grown by ``PAGES`` more; the log only grows meanwhile, nothing is lost.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class Checkpointer:
     def __init__(self, path: Path, pages: int = PAGES):
         self.pages = pages
         self.done = 0  # checkpoints run so far
+        self.wakes = 0  # times the hook woke the thread
+        self._woken_at = 0  # the log's size when the hook last woke the thread (the loop's own)
         self._db = apsw.Connection(str(path))
         self._wake = threading.Event()
         self._stopping = False
@@ -43,6 +48,8 @@ class Checkpointer:
         self._thread.start()
 
     def hook(self, db: apsw.Connection, name: str, pages: int) -> int:
+        if pages < self._woken_at:
+            self._woken_at = 0  # the log started again from its beginning
         if pages >= LIMIT:
             try:
                 db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
@@ -50,7 +57,9 @@ class Checkpointer:
                 pass  # the thread is at it
             except apsw.Error as exc:
                 self._failed(exc)
-        elif pages >= self.pages:
+        elif pages >= self._woken_at + self.pages:
+            self._woken_at = pages
+            self.wakes += 1
             self._wake.set()
         return apsw.SQLITE_OK
 

@@ -206,14 +206,23 @@ def test_old_idempotency_keys_are_pruned_and_new_ones_kept(db_path):
 def test_the_write_ahead_log_is_checkpointed_by_its_own_thread_not_in_a_commit(db_path):
     """broker/checkpoint.py: with the broker's WAL hook SQLite's own checkpoints are off
     (``wal_autocheckpoint`` reads 0); the thread checkpoints, and under commits back to back the
-    log stays under its limit (plus a commit) however much is written; everything written is
-    there after a reopen."""
-    from chatbox.broker.checkpoint import LIMIT
+    log stays under its limit (plus a commit) however much is written; the thread is woken once
+    the log has grown by ``PAGES``, not after every commit past it (each checkpoint ends with an
+    fsync of the database); everything written is there after a reopen."""
+    from chatbox.broker.checkpoint import LIMIT, PAGES
     from tests.fleet import wait_for
 
     store = Store(db_path)
     checkpointer = store.checkpoint_in_background()
     assert store.db.execute("PRAGMA wal_autocheckpoint").get == 0
+    grown, last = [], [0]  # the pages each commit added to the log
+
+    def hook(db, name: str, pages: int) -> int:
+        grown.append(pages - last[0] if pages > last[0] else pages)
+        last[0] = pages
+        return checkpointer.hook(db, name, pages)
+
+    store.db.set_wal_hook(hook)
     page = store.db.execute("PRAGMA page_size").get
     rows = 0
     try:
@@ -225,6 +234,9 @@ def test_the_write_ahead_log_is_checkpointed_by_its_own_thread_not_in_a_commit(d
         wait_for(lambda: checkpointer.done >= 1, timeout=30, what="a checkpoint by the thread")
         wal = db_path.with_name(db_path.name + "-wal")
         assert wal.stat().st_size < (LIMIT + 1000) * page  # reused from its start
+        written = sum(grown)
+        assert checkpointer.done <= written // PAGES + 1, (
+            f"{checkpointer.done} checkpoints for {written} pages written in 60 commits")
     finally:
         store.close()
     again = Store(db_path)
