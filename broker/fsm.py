@@ -3,9 +3,9 @@
 After supervisord's ``Subprocess.change_state`` and ``_assertInState``: :func:`transition` and
 :func:`set_paused` both go through :func:`_write`, which checks the change against the table of
 ``broker/states.py``, writes the row, one ``transitions`` row and one audit entry in the
-request's transaction, logs one line, and puts the ``AgentEvent`` in the outbox (published after
-the commit). Entering WAKING always publishes ``wake/A`` too: there is one way into WAKING,
-whatever made a message due.
+request's transaction, and puts the ``AgentEvent`` in the outbox: published after the commit,
+and logged then (:func:`log_committed`), one line each. Entering WAKING always publishes
+``wake/A`` too: there is one way into WAKING, whatever made a message due.
 """
 
 from __future__ import annotations
@@ -64,16 +64,24 @@ def _write(ctx: Ctx, before: AgentState, after: AgentState, cause: str, *,
     ctx.db.execute("INSERT INTO transitions(agent, from_state, to_state, epoch, cause, at) "
                    "VALUES (?,?,?,?,?,?)",
                    (after.agent, before.state, after.state, after.epoch, cause, ctx.now))
-    log.info("transition", agent=after.agent, frm=before.state, to=after.state, epoch=after.epoch,
-             paused=after.paused, cause=cause)
     audit.transition(ctx, before.state, after, cause)
     ctx.publish(wire.agent_topic(after.agent), wire.AgentEvent(
         agent=after.agent, state=after.state, epoch=after.epoch, paused=after.paused,
-        turn=after.current_turn, cause=cause))
+        turn=after.current_turn, cause=cause, previous=before.state))
     if after.state == states.WAKING and before.state != states.WAKING:
         ctx.publish(wire.wake_topic(after.agent), wire.WakeEvent(agent=after.agent,
                                                                  epoch=after.epoch))
     return after
+
+
+def log_committed(outbox: list[tuple[bytes, wire.Event]]) -> None:
+    """The line of each transition of ``outbox``, once its transaction has committed: the loop
+    writes them after it has sent the replies, so no request waits on them, and a transition
+    whose request was rolled back is never logged."""
+    for _, event in outbox:
+        if isinstance(event, wire.AgentEvent):
+            log.info("transition", agent=event.agent, frm=event.previous, to=event.state,
+                     epoch=event.epoch, paused=event.paused, cause=event.cause)
 
 
 def set_supervisor(ctx: Ctx, agent: str, supervisor: str | None, *, host: str | None = None,

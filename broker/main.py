@@ -19,7 +19,7 @@ import time
 import apsw
 import structlog
 
-from chatbox.broker import audit_start, channels, gate
+from chatbox.broker import audit_start, channels, fsm, gate
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import BrokerError
@@ -73,11 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(ws.db_path, synchronous=args.synchronous, existing=True)
         store.checkpoint_in_background()
         dispatcher = Dispatcher(source.limits_for)
-        with store.write():  # (what recovery publishes is dropped: wakes are hints)
+        with store.write():  # (what recovery publishes is dropped, wakes being hints; logged)
             ctx = Ctx(store.db, Principal("broker", "admin"), time.time())
             channels.create_standing(ctx)
             audit_start.start(ws, ctx)  # verified from its checkpoint; a break flagged in #alerts
             dispatcher.recover(ctx)  # the supervisors kept: still there? watched again
+        fsm.log_committed(ctx.outbox)
         trail = Trail(trail_path(ws.root))
         trail.catch_up(store.db)  # what a crash kept out of the trail; never fails the start
         source.on_error = lambda exc: log.error("config_rejected", error=str(exc))

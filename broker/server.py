@@ -32,6 +32,7 @@ import zmq
 from chatbox.bus import curve, wire
 from chatbox.bus.client import configure
 from chatbox.bus.endpoints import Endpoints, check, ipc_path, is_tcp
+from chatbox.broker import fsm
 from chatbox.broker.context import Ctx, Principal
 from chatbox.broker.handlers import Handlers, _error, _salvage_rid
 from chatbox.broker.messages import HeldMarks
@@ -339,6 +340,7 @@ class Server:
         for topic, event in outbox:
             self.pub.send_multipart([topic, wire.encode(event)])
         self.requests_served += len(replies)
+        fsm.log_committed(outbox)  # after the replies: no request waits on its log lines
 
     def close(self) -> None:
         self.sockwatch.close()

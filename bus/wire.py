@@ -353,6 +353,7 @@ class AgentEvent(Event, tag="agent"):
     paused: bool = False
     turn: int | None = None
     cause: str = ""
+    previous: AgentStateName | None = None  # the state it left (the same for a pause or resume)
 
 
 class SyncEvent(Event, tag="sync"):

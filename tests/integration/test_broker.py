@@ -316,3 +316,28 @@ def test_the_ready_line_names_the_endpoints(fleet):
     assert fleet.admin_token not in text
     lines = text.splitlines()
     assert lines and all(isinstance(json.loads(line), dict) for line in lines)
+
+
+def test_a_transition_is_logged_once_it_is_committed_never_when_its_request_is_rolled_back(fleet):
+    """The broker logs each FSM transition after its batch commits. A Revoke that fails after
+    it moved the agent (its token file cannot be removed: a directory stands there) is rolled
+    back whole, the agent still WAKING, and its transition is not in the log; the Revoke that
+    then succeeds is, once, naming the state it left."""
+    fleet.add_agent("worker", "#general")
+    fleet.post("#general", "wake up")
+    wait_for(lambda: fleet.agent("worker").state == "WAKING", what="worker to wake")
+    token = fleet.ws.agent_token_path("worker")
+    token.unlink()
+    token.mkdir()
+    (token / "keep").write_text("x")
+    with pytest.raises(Exception, match="internal error"):
+        fleet.client().call(wire.Revoke(name="worker"))
+    assert fleet.agent("worker").state == "WAKING"  # rolled back, the revocation with it
+    (token / "keep").unlink()
+    token.rmdir()
+    fleet.client().call(wire.Revoke(name="worker"))
+    fleet.broker.wait_log("transition", agent="worker", cause="revoked")
+    lines = [json.loads(line) for line in fleet.broker.log_path.read_text().splitlines()
+             if line.startswith("{")]
+    revoked = [e for e in lines if e.get("event") == "transition" and e.get("cause") == "revoked"]
+    assert [(e["frm"], e["to"]) for e in revoked] == [("WAKING", "ASLEEP")]
