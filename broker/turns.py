@@ -54,8 +54,9 @@ def get(ctx: Ctx, turn: int | None) -> Turn | None:
     if row is None:
         return None
     id_, agent, epoch, batch, chain, hop, started_at = row
-    return Turn(id=id_, agent=agent, epoch=epoch, batch=_batch_decoder.decode(batch) if batch else {},
-                chain=chain, hop=hop, started_at=started_at)
+    return Turn(id=id_, agent=agent, epoch=epoch,
+                batch=_batch_decoder.decode(batch) if batch else {}, chain=chain, hop=hop,
+                started_at=started_at)
 
 
 def _redelivered(ctx: Ctx, agent: str, first: int, last: int) -> dict[int, int]:
