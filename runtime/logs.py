@@ -6,11 +6,9 @@ Logs never carry a token: the processors drop any key that names one.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 
-import msgspec
 import structlog
 
 _SECRET_KEYS = ("token", "secret", "password", "api_key", "authorization")
@@ -29,34 +27,12 @@ def _drop_secrets(_logger, _method, event: dict) -> dict:
     return event
 
 
-def _fallback(obj: object) -> object:
-    """What a value JSON does not know becomes: its ``__structlog__()``, else its repr."""
-    try:
-        return obj.__structlog__()
-    except AttributeError:
-        return repr(obj)
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_fallback)
-
-
-def _json_line(event: dict, **_: object) -> str:
-    """One compact JSON line, ASCII only: every non-ASCII character escaped (a bidi control or
-    a C1 control in a message names nothing on a terminal that shows the log). msgspec when the
-    line is ASCII already (nearly always; a few µs), else the standard library's escaping."""
-    line = _encoder.encode(event)
-    if line.isascii():
-        return line.decode()
-    return json.dumps(event, default=_fallback, separators=(",", ":"))
-
-
 def configure(level: str = "info", *, component: str, **bind: object) -> None:
     """structlog for our own lines, and the same rendering for what libraries log through the
     standard ``logging`` (SQLite's own log, forwarded by apsw; uvicorn's warnings): one format
     on stderr, never a bare ``ERROR:root:`` line between the JSON ones."""
     pretty = sys.stderr.isatty()
-    renderer = (structlog.dev.ConsoleRenderer() if pretty
-                else structlog.processors.JSONRenderer(_json_line))
+    renderer = structlog.dev.ConsoleRenderer() if pretty else structlog.processors.JSONRenderer()
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -1,5 +1,6 @@
-"""The log lines of every process (``runtime/logs.py``): one JSON object a line on stderr, no
-secret in them, nothing in them a terminal would act on — whichever encoder wrote the line."""
+"""The log lines of every process (``runtime/logs.py``): one JSON object a line on stderr, in
+the standard library's format (`"event": "ready"`, which tools grep for), no secret in them,
+nothing in them a terminal would act on (every non-ASCII character escaped)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_every_line_is_one_json_object_in_ascii_with_its_values():
         "event": "plain", "n": 3, "ratio": 0.5, "ok": True, "nothing": None,
         "names": ["a", "b"], "component": "test", "level": "info"}
     assert plain["timestamp"].endswith("Z")
+    assert '"event": "plain"' in lines[0]
     # escaped in the file, the same text once parsed
     assert text["body"] == "right-to-left \u202e here, a C1 CSI \u009b2J, caf\u00e9, \u2603"
     assert obj["path"] == "PosixPath('/srv/ws')" and obj["pair"] == [1, 2]
