@@ -18,7 +18,7 @@ import zmq
 from chatbox.bus import wire
 from chatbox.bus.client import BusClient
 from chatbox.bus.endpoints import ipc_path
-from chatbox.bus.errors import Unreachable
+from chatbox.bus.errors import Refused, Unreachable
 from tests.fleet import ROOT, child_env, wait_for
 
 
@@ -330,7 +330,7 @@ def test_a_transition_is_logged_once_it_is_committed_never_when_its_request_is_r
     token.unlink()
     token.mkdir()
     (token / "keep").write_text("x")
-    with pytest.raises(Exception, match="internal error"):
+    with pytest.raises(Refused, match="internal error"):
         fleet.client().call(wire.Revoke(name="worker"))
     assert fleet.agent("worker").state == "WAKING"  # rolled back, the revocation with it
     (token / "keep").unlink()
