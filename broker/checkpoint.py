@@ -38,7 +38,6 @@ class Checkpointer:
     def __init__(self, path: Path, pages: int = PAGES):
         self.pages = pages
         self.done = 0  # checkpoints run so far
-        self.wakes = 0  # times the hook woke the thread
         self._woken_at = 0  # the log's size when the hook last woke the thread (the loop's own)
         self._db = apsw.Connection(str(path))
         self._wake = threading.Event()
@@ -59,7 +58,6 @@ class Checkpointer:
                 self._failed(exc)
         elif pages >= self._woken_at + self.pages:
             self._woken_at = pages
-            self.wakes += 1
             self._wake.set()
         return apsw.SQLITE_OK
 
