@@ -73,8 +73,9 @@ def start(ctx: Ctx, agent: str, epoch: int, batch: list[wire.Message]) -> Turn:
     by_channel: dict[str, list[int]] = {}
     for m in batch:
         by_channel.setdefault(m.channel, []).append(m.seq)
-    for m in batch if counts else ():  # (none was redelivered: each is marked so already)
-        m.redelivered = m.seq in counts
+    if counts:  # else none was redelivered, and each is marked so already
+        for m in batch:
+            m.redelivered = m.seq in counts
     newest = batch[-1]
     hop = max(m.hop for m in batch)
     stored = msgspec.json.encode(by_channel).decode()
