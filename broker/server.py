@@ -173,7 +173,10 @@ class Server:
             for fd in set(liveness.fds()) - watched:  # pidfds of supervisors said hello since
                 poller.register(fd, zmq.POLLIN)
                 watched.add(fd)
-            ready = dict(poller.poll())
+            ready = dict(poller.poll(0))
+            if not ready:
+                self.store.idle()  # before it waits, never while a request does
+                ready = dict(poller.poll())
             if self.signals.fileno() in ready:
                 self.signals.drain()
             if removals is None or removals in ready:

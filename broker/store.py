@@ -224,6 +224,11 @@ class Store:
         self.db.set_wal_hook(self.checkpointer.hook)
         return self.checkpointer
 
+    def idle(self) -> None:
+        """The broker has no request to answer: housekeeping that would otherwise delay one."""
+        if self.checkpointer is not None and not self.in_transaction:
+            self.checkpointer.idle(self.db)
+
     def close(self) -> None:
         if self.checkpointer is not None:
             self.db.set_wal_hook(None)

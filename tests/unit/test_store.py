@@ -244,3 +244,45 @@ def test_the_write_ahead_log_is_checkpointed_by_its_own_thread_not_in_a_commit(d
         assert again.db.execute("SELECT count(*) FROM principals WHERE name LIKE 'p%'").get == rows
     finally:
         again.close()
+
+
+def test_once_the_thread_has_checkpointed_an_idle_loop_lets_the_log_start_again(db_path):
+    """broker/checkpoint.py: a commit made while the thread checkpoints leaves the log behind
+    it, and a log never caught up with does not start again from its beginning: it only grows,
+    and a commit that grows the file costs nearly twice one that writes over it. When the loop
+    has nothing to do (``Store.idle``, before the server waits for requests) it copies what the
+    thread left, and its next commit starts the log again: the file stays near ``PAGES``
+    pages, however much is written."""
+    from chatbox.broker.checkpoint import PAGES
+    from tests.fleet import wait_for
+
+    store = Store(db_path)
+    checkpointer = store.checkpoint_in_background()
+    sizes: list[int] = []  # the log's pages after each commit
+    store.db.set_wal_hook(lambda db, name, pages: (sizes.append(pages),
+                                                   checkpointer.hook(db, name, pages))[1])
+    page = store.db.execute("PRAGMA page_size").get
+    rows = 0
+
+    def commit(pages: int) -> None:
+        nonlocal rows
+        with store.write() as db:
+            for _ in range(pages):
+                rows += 1
+                _add(db, f"p{rows}-" + "x" * (page - 200))
+
+    try:
+        for cycle in range(1, 5):
+            commit(100)
+            while sizes[-1] < PAGES:  # up to the commit that wakes the thread
+                commit(100)
+            commit(1)  # begun before the thread's checkpoint ended: left in the log behind it
+            wait_for(lambda: checkpointer.done >= cycle, timeout=30, what="its checkpoint")
+            store.idle()
+            commit(1)
+            assert sizes[-1] < sizes[-2], f"cycle {cycle}: the log did not start again: {sizes}"
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert wal.stat().st_size <= (PAGES + 300) * (page + 24), sizes
+        assert checkpointer.caught_up == 4
+    finally:
+        store.close()
