@@ -10,16 +10,17 @@ blocks the loop's reads and writes (apsw lets go of the interpreter while SQLite
 timer: only a growing log wakes it. Each checkpoint ends with an fsync of the database; one
 after every commit (as it once was) doubled the fsyncs the loop's commits wait behind.
 
-The log starts again from its beginning at the first write that begins after a checkpoint
-caught up with all of it. The thread's seldom does: the loop commits while it copies. A log
-that never starts again only grows, and a commit that grows the file costs nearly twice one
-that writes over what the file already holds (ext4: 0.55 against 0.33 ms at the p50, 1.1–2.3
-against 0.65–1.0 ms at the p99, on the bench's machine) — and a broker restarted, its log
-deleted at the stop, grew it with every commit. So once the thread is done, the loop copies the
-few pages committed meanwhile itself, when it has nothing else to do (:meth:`idle`, called
-before it waits for requests): its next commit starts the log again, and the file, once about
-``PAGES`` pages long, is written over from then on. Under commits with no pause between them
-the log grows to ``LIMIT`` pages, where the commit checkpoints itself, as SQLite would have (the
+The log starts again from its beginning only at the first write that begins after a
+checkpoint caught up with all of it, and under a steady load the thread's seldom does: the loop
+commits while it copies. So the log grew on to ``LIMIT``, every commit making its file longer,
+and a commit that makes the file longer costs half as much again as one that writes over what
+the file holds (its fsync commits the file system's journal too: ext4, 8 pages, p50 0.46–0.53
+against 0.32–0.35 ms, ``bench/wal_growth.py``). Now, once the thread is done, the loop copies
+the few pages committed meanwhile itself, when it has nothing else to do (:meth:`idle`, called
+before it waits for requests): its next commit starts the log again, and the file, about
+``PAGES`` pages long after the first round since the broker started (SQLite deletes the log at
+a clean stop), is written over from then on. Under commits with no pause between them the log
+still grows to ``LIMIT`` pages, where the commit checkpoints itself, as SQLite would have (the
 log stays bounded, and starts again). A checkpoint that fails (a full disk) is logged once and
 tried again after the log has grown by ``PAGES`` more; the log only grows meanwhile, nothing is
 lost.
