@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import msgspec
 
 from chatbox.bus import wire
-from chatbox.broker import channels, offsets, principals
+from chatbox.broker import channels, offsets, principals, turns
 from chatbox.broker.context import Ctx
 from chatbox.broker.dispatcher import Dispatcher
 from chatbox.broker.errors import Forbidden, NotFound
@@ -40,10 +38,10 @@ def info(ctx: Ctx, name: str) -> wire.AgentInfo:
         "FROM turns WHERE agent = ? ORDER BY id DESC LIMIT 1", (name,)).fetchone()
     last_turn = None
     if last is not None:
-        batch = sorted(s for seqs in json.loads(last[8]).values() for s in seqs)
         last_turn = wire.TurnInfo(id=last[0], agent=last[1], epoch=last[2], outcome=last[3],
                                   exit_code=last[4], started_at=last[5], ended_at=last[6],
-                                  excerpt=last[7] or "", batch=batch, cause=last[9],
+                                  excerpt=last[7] or "", batch=turns.batch_seqs(last[8]),
+                                  cause=last[9],
                                   connected=last[10] is not None, input_tokens=last[11],
                                   output_tokens=last[12], cost_usd=last[13])
     return wire.AgentInfo(name=name, state=state, epoch=epoch, paused=bool(paused),

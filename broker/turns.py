@@ -43,7 +43,16 @@ class Turn(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def seqs(self) -> list[int]:
-        return sorted(s for seqs in self.batch.values() for s in seqs)
+        return _flat(self.batch)
+
+
+def _flat(batch: dict[str, list[int]]) -> list[int]:
+    return sorted(s for seqs in batch.values() for s in seqs)
+
+
+def batch_seqs(stored: str) -> list[int]:
+    """The seqs of a batch as ``turns.batch`` stores it, in order."""
+    return _flat(_batch_decoder.decode(stored)) if stored else []
 
 
 def get(ctx: Ctx, turn: int | None) -> Turn | None:
@@ -94,7 +103,7 @@ def claimed(ctx: Ctx, first: wire.ClaimResult) -> wire.ClaimResult:
     without its batch, which would be a copy of up to a whole batch of bodies written at every
     claim."""
     turn = get(ctx, first.turn)
-    seqs = sorted(seq for batch in (turn.batch.values() if turn else ()) for seq in batch)
+    seqs = turn.seqs if turn is not None else []
     if not seqs:
         return first
     counts = _redelivered(ctx, turn.agent, seqs[0], seqs[-1])
