@@ -50,9 +50,13 @@ def _flat(batch: dict[str, list[int]]) -> list[int]:
     return sorted(s for seqs in batch.values() for s in seqs)
 
 
+def _decode_batch(stored: str) -> dict[str, list[int]]:
+    return _batch_decoder.decode(stored) if stored else {}
+
+
 def batch_seqs(stored: str) -> list[int]:
     """The seqs of a batch as ``turns.batch`` stores it, in order."""
-    return _flat(_batch_decoder.decode(stored)) if stored else []
+    return _flat(_decode_batch(stored))
 
 
 def get(ctx: Ctx, turn: int | None) -> Turn | None:
@@ -63,9 +67,8 @@ def get(ctx: Ctx, turn: int | None) -> Turn | None:
     if row is None:
         return None
     id_, agent, epoch, batch, chain, hop, started_at = row
-    return Turn(id=id_, agent=agent, epoch=epoch,
-                batch=_batch_decoder.decode(batch) if batch else {}, chain=chain, hop=hop,
-                started_at=started_at)
+    return Turn(id=id_, agent=agent, epoch=epoch, batch=_decode_batch(batch), chain=chain,
+                hop=hop, started_at=started_at)
 
 
 def _redelivered(ctx: Ctx, agent: str, first: int, last: int) -> dict[int, int]:
